@@ -1,0 +1,62 @@
+# mmserve: `make demo` and `make test` do all set-up themselves (idempotently).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+STAMPS := $(VENV)/.stamps
+CPP_SOURCES := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
+
+.PHONY: setup demo test bench train-model export clean distclean help
+
+help:
+	@echo "make demo         set up, export the default model, run the end-to-end demo"
+	@echo "make test         set up and run the test suite"
+	@echo "make bench        run the benchmarks in bench/"
+	@echo "make train-model  retrain the bundled default model (about 80 min on 2 cores)"
+	@echo "make clean        remove build outputs (keeps .venv)"
+
+setup: $(STAMPS)/install
+
+$(STAMPS)/system: scripts/ensure-system-deps.sh
+	@bash scripts/ensure-system-deps.sh "$(PYTHON)"
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@mkdir -p $(STAMPS)
+	$(PIP_INSTALL) --upgrade pip
+	# torch: the CPU build pinned in constraints.txt (training and export only).
+	$(PIP_INSTALL) scikit-build-core pybind11 cmake ninja \
+	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
+	    torch transformers safetensors onnx onnxscript regex ftfy pytest hypothesis
+	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.
+	$(PIP_INSTALL) --no-deps open_clip_torch
+	@touch $@
+
+$(STAMPS)/install: $(STAMPS)/deps $(CPP_SOURCES)
+	$(PIP_INSTALL) --no-build-isolation --no-deps -e .
+	@touch $@
+
+export: setup
+	$(VENV)/bin/mmserve export
+
+demo: setup export
+	$(VENV)/bin/mmserve demo
+
+test: setup
+	@set +e; $(VENV)/bin/pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: setup export
+	$(PY) bench/bench_runtimes.py
+
+train-model: setup
+	$(PY) -m mmserve.training --out mmserve/models/default
+
+clean:
+	rm -rf build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,14 @@
+"""What the compiled core knows about this CPU and how it was built."""
+
+from __future__ import annotations
+
+from mmserve import _C
+
+
+def cpu_features() -> list[str]:
+    """Instruction-set extensions usable here (CPUID plus the OS's XCR0 state check)."""
+    return list(_C.cpu_features())
+
+
+def build_info() -> dict[str, object]:
+    return dict(_C.build_info())

@@ -1,0 +1,1 @@
+"""Data sources: the synthetic image-caption generator."""

@@ -1,0 +1,97 @@
+"""Export a CLIP model directory's two towers to ONNX (needs the `train` extra).
+
+    mmserve export --model-dir DIR --out DIR
+
+- `image_tower.onnx`: `images` uint8 `[B, H, W, 3]` -> `embedding` float32 `[B, D]`
+- `text_tower.onnx`: `token_ids` int32 `[B, L]` -> `embedding` float32 `[B, D]`
+
+Batch and (for text) length are dynamic; preprocessing arithmetic, projection
+and L2 normalisation are inside the graphs. A `manifest.json` records what was
+exported from which weights, so a repository build can reuse the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+from mmserve.model import ClipModelInfo
+
+OPSET = 17
+IMAGE_TOWER_FILE = "image_tower.onnx"
+TEXT_TOWER_FILE = "text_tower.onnx"
+MANIFEST_FILE = "manifest.json"
+
+
+def weights_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over the weight and config files (what an export depends on)."""
+    digest = hashlib.sha256()
+    model_dir = Path(model_dir)
+    for name in sorted(p.name for p in model_dir.iterdir()):
+        if name.endswith((".safetensors", ".bin", ".json")) and name != "training.json":
+            digest.update(name.encode())
+            digest.update((model_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def is_current(model_dir: str | Path, out_dir: str | Path) -> bool:
+    manifest = Path(out_dir) / MANIFEST_FILE
+    if not manifest.is_file():
+        return False
+    recorded = json.loads(manifest.read_text())
+    files_present = all((Path(out_dir) / f).is_file() for f in (IMAGE_TOWER_FILE, TEXT_TOWER_FILE))
+    return files_present and recorded.get("fingerprint") == weights_fingerprint(model_dir)
+
+
+def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
+    """Write both towers (skipped when `out_dir` already holds this model's export)."""
+    out_dir = Path(out_dir)
+    if not force and is_current(model_dir, out_dir):
+        return out_dir
+    import torch
+
+    from mmserve.towers import load_clip, towers_for
+
+    info = ClipModelInfo.from_dir(model_dir)
+    clip = load_clip(model_dir)
+    image_tower, text_tower = towers_for(clip, info)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # Trace with batch 2 so no reshape bakes in batch 1 (see REFERENCE.md).
+    images = torch.zeros((2, info.image_size, info.image_size, 3), dtype=torch.uint8)
+    tokens = torch.zeros((2, info.context_length), dtype=torch.int32)
+    tokens[:, 0], tokens[:, 1] = info.start_token_id, info.eos_token_id
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            image_tower,
+            (images,),
+            str(out_dir / IMAGE_TOWER_FILE),
+            input_names=["images"],
+            output_names=["embedding"],
+            dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            text_tower,
+            (tokens,),
+            str(out_dir / TEXT_TOWER_FILE),
+            input_names=["token_ids"],
+            output_names=["embedding"],
+            dynamic_axes={"token_ids": {0: "batch", 1: "length"}, "embedding": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    manifest = {
+        "model_dir": str(Path(model_dir).resolve()),
+        "fingerprint": weights_fingerprint(model_dir),
+        "opset": OPSET,
+        "image_size": info.image_size,
+        "context_length": info.context_length,
+        "embedding_dim": info.embedding_dim,
+    }
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out_dir

@@ -1,0 +1,42 @@
+"""mmserve configuration: one pydantic settings model, read from `MMSERVE_*`.
+
+Every option has its default here, with the reason. CLI flags override these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mmserve.model import default_model_dir
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MMSERVE_", extra="ignore")
+
+    model_dir: Path = Field(
+        default_factory=default_model_dir,
+        description="A local Hugging Face CLIP directory; default: the small model shipped in the package.",
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "mmserve",
+        description="Where ONNX exports are kept, keyed by the weights' fingerprint.",
+    )
+    runtime: Literal["openvino", "onnxruntime"] = Field(
+        default="openvino", description="CPU runtime for the towers (OpenVINO measured fastest here)."
+    )
+    precision: Literal["auto", "f32"] = Field(
+        default="auto", description="'auto' lets the runtime use bf16 where the CPU has it; 'f32' forces fp32."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="Inference threads per tower; default: the runtime's choice (all cores)."
+    )
+    batch_size: int = Field(default=64, ge=1, le=4096, description="Images or texts per tower call.")
+
+    def export_dir(self) -> Path:
+        from mmserve.export import weights_fingerprint
+
+        return self.cache_dir / "onnx" / weights_fingerprint(self.model_dir)[:16]

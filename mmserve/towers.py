@@ -1,0 +1,76 @@
+"""PyTorch wrappers of a Hugging Face CLIPModel's two towers, as they are served.
+
+Training, ONNX export and the parity tests all go through these modules so the
+served graph is exactly the trained one:
+
+- `ImageTower`: uint8 NHWC `[B, H, W, 3]` in; cast, 1/255, mean/std and the
+  NHWC->NCHW transpose happen inside; L2-normalised `embedding [B, D]` out.
+- `TextTower`: int32 token ids `[B, L]` in, any `L` up to the context length;
+  pools at the first end-of-text token; L2-normalised `embedding [B, D]` out.
+
+This module imports torch and transformers: it belongs to the `train` extra and
+is never imported by the serving path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmserve.model import ClipModelInfo
+
+
+class ImageTower(nn.Module):
+    def __init__(self, clip: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.vision_model = clip.vision_model
+        self.visual_projection = clip.visual_projection
+        # Fold /255 and mean/std into one multiply-add: x * scale + shift.
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.shift
+        pooled = self.vision_model(pixel_values=pixels).pooler_output
+        return nn.functional.normalize(self.visual_projection(pooled), dim=-1)
+
+
+class TextTower(nn.Module):
+    def __init__(self, clip: nn.Module, eos_token_id: int) -> None:
+        super().__init__()
+        text = clip.text_model
+        self.embeddings = text.embeddings
+        self.encoder = text.encoder
+        self.final_layer_norm = text.final_layer_norm
+        self.text_projection = clip.text_projection
+        self.eos_token_id = eos_token_id
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        length = token_ids.shape[1]
+        hidden = self.embeddings(input_ids=token_ids.to(torch.int64))
+        causal = torch.full((length, length), float("-inf"), device=hidden.device).triu(1)
+        hidden = self.encoder(inputs_embeds=hidden, attention_mask=causal[None, None]).last_hidden_state
+        hidden = self.final_layer_norm(hidden)
+        # First end-of-text position; argmax over int32 keeps the graph ONNX-friendly.
+        eot = (token_ids == self.eos_token_id).to(torch.int32).argmax(dim=-1)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eot]
+        return nn.functional.normalize(self.text_projection(pooled), dim=-1)
+
+
+def load_clip(model_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """Load a local Hugging Face CLIP directory (no network) as a CLIPModel."""
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
+    return model.eval()
+
+
+def towers_for(clip: nn.Module, info: ClipModelInfo) -> tuple[ImageTower, TextTower]:
+    return (
+        ImageTower(clip, info.image_mean, info.image_std),
+        TextTower(clip, info.eos_token_id),
+    )

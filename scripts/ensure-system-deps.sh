@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian packages the build needs, only those that are missing.
+# Idempotent: a second run installs nothing and prints nothing.
+set -euo pipefail
+
+PYTHON="${1:-python3}"
+missing=()
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v git >/dev/null 2>&1 || missing+=(git)
+# Python headers and venv: pyenv and python.org builds carry them; Debian's python3 needs the -dev/-venv packages.
+if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  missing+=(python3-dev)
+fi
+if ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing Debian packages: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,70 @@
+"""Shared fixtures: model directories (the bundled one, random real-size ones) and their exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmserve.model import default_model_dir
+from mmserve.settings import Settings
+
+
+def write_random_clip(directory: Path, *, seed: int = 0, **config_kwargs) -> Path:
+    """A Hugging Face CLIP directory with random weights and the real CLIP vocabulary (no download)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from mmserve import model as model_files
+    from mmserve.training import reference_tokenizer
+
+    image_size = config_kwargs.pop("image_size", 224)
+    mean = config_kwargs.pop("mean", model_files.OPENAI_MEAN)
+    std = config_kwargs.pop("std", model_files.OPENAI_STD)
+    torch.manual_seed(seed)
+    config = CLIPConfig(**config_kwargs)
+    config.vision_config.image_size = image_size
+    config.text_config.eos_token_id = 49407
+    config.text_config.bos_token_id = 49406
+    CLIPModel(config).save_pretrained(str(directory))
+    _, bpe_file = reference_tokenizer()
+    vocabulary = model_files.vocabulary_from_open_clip_bpe(bpe_file)
+    model_files.write_hf_tokenizer_files(directory, vocabulary, config.text_config.max_position_embeddings)
+    model_files.write_preprocessor_config(directory, image_size, mean, std)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def random_clip():
+    """`random_clip(directory, **config)`: write a random-weight CLIP directory."""
+    return write_random_clip
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir() -> Path:
+    path = default_model_dir()
+    assert (path / "model.safetensors").is_file(), f"the bundled model is missing from {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundled_settings(bundled_model_dir, tmp_path_factory) -> Settings:
+    """Settings for the bundled model with its towers exported to a session cache."""
+    from mmserve.export import export_towers
+
+    settings = Settings(model_dir=bundled_model_dir, cache_dir=tmp_path_factory.mktemp("cache"))
+    export_towers(settings.model_dir, settings.export_dir())
+    return settings
+
+
+@pytest.fixture(scope="session")
+def vit_b32_dir(tmp_path_factory) -> Path:
+    """Full-size CLIP ViT-B/32 configuration (CLIPConfig's defaults) with random weights."""
+    return write_random_clip(tmp_path_factory.mktemp("vit-b32"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def vit_b32_export(vit_b32_dir, tmp_path_factory) -> Path:
+    from mmserve.export import export_towers
+
+    return export_towers(vit_b32_dir, tmp_path_factory.mktemp("vit-b32-onnx"))

@@ -1,0 +1,99 @@
+"""ONNX towers against the PyTorch model: per-vector cosine >= 0.99999 in fp32."""
+
+import numpy as np
+import pytest
+import torch
+
+from mmserve.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
+from mmserve.model import ClipModelInfo
+from mmserve.runtime import load_tower
+from mmserve.tokenizer import ClipTokenizer, trim_padding
+from mmserve.towers import load_clip
+
+COSINE = 0.99999
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+def reference_embeddings(model_dir, images, token_ids):
+    """Plain Hugging Face forward passes (not mmserve's tower wrappers) in float32."""
+    info = ClipModelInfo.from_dir(model_dir)
+    clip = load_clip(model_dir)
+    mean = torch.tensor(info.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(info.image_std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        image = clip.get_image_features(pixel_values=pixels).pooler_output
+        text = clip.get_text_features(input_ids=torch.from_numpy(token_ids).long()).pooler_output
+    norm = torch.nn.functional.normalize
+    return norm(image, dim=-1).numpy(), norm(text, dim=-1).numpy()
+
+
+def sample_inputs(model_dir, batch):
+    info = ClipModelInfo.from_dir(model_dir)
+    rng = np.random.default_rng(batch)
+    images = rng.integers(0, 256, (batch, info.image_size, info.image_size, 3), dtype=np.uint8)
+    words = ["red", "circle", "a", "photo", "of", "large", "dog", "on", "the", "left", "blue"]
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 12))) for _ in range(batch)]
+    return images, ClipTokenizer.from_model_dir(model_dir)(texts)
+
+
+def check_parity(model_dir, onnx_dir, runtime, batch):
+    images, tokens = sample_inputs(model_dir, batch)
+    want_image, want_text = reference_embeddings(model_dir, images, tokens)
+    image = load_tower(onnx_dir / IMAGE_TOWER_FILE, runtime, precision="f32")(images)
+    text = load_tower(onnx_dir / TEXT_TOWER_FILE, runtime, precision="f32")(trim_padding(tokens, 49407))
+    assert image.shape == want_image.shape and text.shape == want_text.shape
+    assert (image * want_image).sum(1).min() >= COSINE
+    assert (text * want_text).sum(1).min() >= COSINE
+    assert np.allclose(np.linalg.norm(image, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("batch", [1, 7, 32])
+def test_bundled_model_parity(bundled_settings, runtime, batch):
+    check_parity(bundled_settings.model_dir, bundled_settings.export_dir(), runtime, batch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 7, 32])
+def test_vit_b32_parity(vit_b32_dir, vit_b32_export, batch):
+    check_parity(vit_b32_dir, vit_b32_export, "onnxruntime", batch)
+
+
+def test_graph_contract(bundled_settings):
+    import onnx
+
+    info = ClipModelInfo.from_dir(bundled_settings.model_dir)
+    for name, input_name, dtype in (
+        (IMAGE_TOWER_FILE, "images", onnx.TensorProto.UINT8),
+        (TEXT_TOWER_FILE, "token_ids", onnx.TensorProto.INT32),
+    ):
+        graph = onnx.load(bundled_settings.export_dir() / name, load_external_data=False)
+        assert graph.opset_import[0].version >= 17
+        (inp,) = graph.graph.input
+        (out,) = graph.graph.output
+        assert (inp.name, inp.type.tensor_type.elem_type) == (input_name, dtype)
+        assert out.name == "embedding"
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        assert dims[0] == "batch"
+        if input_name == "images":
+            assert dims[1:] == [info.image_size, info.image_size, 3]
+        else:
+            assert dims[1] == "length"
+        assert out.type.tensor_type.shape.dim[1].dim_value == info.embedding_dim
+
+
+def test_padding_after_end_of_text_does_not_change_the_embedding(bundled_settings):
+    _, tokens = sample_inputs(bundled_settings.model_dir, 5)
+    tower = load_tower(bundled_settings.export_dir() / TEXT_TOWER_FILE, "onnxruntime")
+    full, trimmed = tower(tokens), tower(trim_padding(tokens, 49407))
+    assert np.abs(full - trimmed).max() < 1e-5
+
+
+def test_export_is_reused_until_the_weights_change(bundled_settings, tmp_path):
+    out = bundled_settings.export_dir()
+    assert is_current(bundled_settings.model_dir, out)
+    stamp = (out / IMAGE_TOWER_FILE).stat().st_mtime_ns
+    export_towers(bundled_settings.model_dir, out)
+    assert (out / IMAGE_TOWER_FILE).stat().st_mtime_ns == stamp
+    assert not is_current(bundled_settings.model_dir, tmp_path)
