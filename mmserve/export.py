@@ -85,6 +85,8 @@ def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = F
             opset_version=OPSET,
             dynamo=False,
         )
+    for name in (IMAGE_TOWER_FILE, TEXT_TOWER_FILE):
+        _declare_output_shape(out_dir / name, info.embedding_dim)
     manifest = {
         "model_dir": str(Path(model_dir).resolve()),
         "fingerprint": weights_fingerprint(model_dir),
@@ -95,3 +97,16 @@ def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = F
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir
+
+
+def _declare_output_shape(path: Path, dim: int) -> None:
+    """State `embedding` as `[batch, dim]` (tracing leaves the division's shape symbolic)."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    (output,) = graph.graph.output
+    shape = output.type.tensor_type.shape
+    del shape.dim[:]
+    shape.dim.add().dim_param = "batch"
+    shape.dim.add().dim_value = dim
+    onnx.save(graph, str(path))
