@@ -8,7 +8,7 @@ PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints
 STAMPS := $(VENV)/.stamps
 CPP_SOURCES := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench train-model export clean distclean help
+.PHONY: setup demo test bench train-model towers clean distclean help
 
 help:
 	@echo "make demo         set up, export the default model, run the end-to-end demo"
@@ -26,11 +26,10 @@ $(STAMPS)/system: scripts/ensure-system-deps.sh
 $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@mkdir -p $(STAMPS)
-	$(PIP_INSTALL) --upgrade pip
 	# torch: the CPU build pinned in constraints.txt (training and export only).
 	$(PIP_INSTALL) scikit-build-core pybind11 cmake ninja \
 	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
-	    torch transformers safetensors onnx onnxscript regex ftfy pytest hypothesis
+	    torch transformers safetensors onnx onnxscript ftfy pytest hypothesis
 	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.
 	$(PIP_INSTALL) --no-deps open_clip_torch
 	@touch $@
@@ -39,18 +38,19 @@ $(STAMPS)/install: $(STAMPS)/deps $(CPP_SOURCES)
 	$(PIP_INSTALL) --no-build-isolation --no-deps -e .
 	@touch $@
 
-export: setup
+# ONNX export of the model's towers (skipped when the cache already holds this model's export).
+towers: setup
 	$(VENV)/bin/mmserve export
 
-demo: setup export
+demo: towers
 	$(VENV)/bin/mmserve demo
 
 test: setup
 	@set +e; $(VENV)/bin/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-bench: setup export
-	$(PY) bench/bench_runtimes.py
+bench: towers
+	$(PY) bench/bench_runtimes.py --vit-b32
 
 train-model: setup
 	$(PY) -m mmserve.training --out mmserve/models/default

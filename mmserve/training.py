@@ -208,7 +208,8 @@ def evaluate(image_tower, text_tower, tokens, image_size: int, per_combination: 
     text_tower.eval()
 
     def embed_images(batch: np.ndarray) -> np.ndarray:
-        return torch.cat([image_tower(torch.from_numpy(c)) for c in np.array_split(batch, max(1, len(batch) // 256))]).numpy()
+        chunks = np.array_split(batch, max(1, len(batch) // 256))
+        return torch.cat([image_tower(torch.from_numpy(c)) for c in chunks]).numpy()
 
     def embed_texts(texts) -> np.ndarray:
         return text_tower(tokens.batch(list(texts))).numpy()

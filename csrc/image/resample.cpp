@@ -1,0 +1,441 @@
+#include "image/resample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "cpu/cpu_features.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define MMSERVE_X86 1
+#endif
+
+namespace mmserve::image {
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's PRECISION_BITS for 8-bit output
+
+struct FilterDef {
+  double (*weight)(double);
+  double support;
+};
+
+double box_weight(double x) { return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0; }
+
+double bilinear_weight(double x) {
+  x = std::fabs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+double hamming_weight(double x) {
+  x = std::fabs(x);
+  if (x == 0.0) return 1.0;
+  if (x >= 1.0) return 0.0;
+  x *= M_PI;
+  // Pillow mixes float constants into this double expression; keep them float.
+  return std::sin(x) / x * (0.54f + 0.46f * std::cos(x));
+}
+
+double bicubic_weight(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+double sinc(double x) {
+  if (x == 0.0) return 1.0;
+  x *= M_PI;
+  return std::sin(x) / x;
+}
+
+double lanczos_weight(double x) { return (-3.0 <= x && x < 3.0) ? sinc(x) * sinc(x / 3) : 0.0; }
+
+FilterDef filter_def(Filter filter) {
+  switch (filter) {
+    case Filter::Box: return {box_weight, 0.5};
+    case Filter::Bilinear: return {bilinear_weight, 1.0};
+    case Filter::Hamming: return {hamming_weight, 1.0};
+    case Filter::Bicubic: return {bicubic_weight, 2.0};
+    case Filter::Lanczos: return {lanczos_weight, 3.0};
+    case Filter::Nearest: break;
+  }
+  throw std::invalid_argument("nearest is not a convolution filter");
+}
+
+// Fixed-point coefficients for output pixels [first, first + count) of a
+// resize from `in_size` to `out_size` (Pillow's precompute_coeffs followed by
+// normalize_coeffs_8bpc). Row `i` holds `ksize` weights for inputs
+// start[i] .. start[i] + taps[i].
+struct Coefficients {
+  int ksize = 0;
+  std::vector<int> start;
+  std::vector<int> taps;
+  std::vector<int32_t> weights;  // count x ksize
+};
+
+Coefficients precompute(int in_size, int out_size, int first, int count, const FilterDef& filter) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = filter.support * filterscale;
+  Coefficients c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.start.resize(count);
+  c.taps.resize(count);
+  c.weights.assign(static_cast<size_t>(count) * c.ksize, 0);
+  std::vector<double> k(c.ksize);
+  for (int i = 0; i < count; ++i) {
+    const int xx = first + i;
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      const double w = filter.weight((x + xmin - center + 0.5) * ss);
+      k[x] = w;
+      ww += w;
+    }
+    int32_t* out = &c.weights[static_cast<size_t>(i) * c.ksize];
+    for (int x = 0; x < xmax; ++x) {
+      const double w = ww != 0.0 ? k[x] / ww : k[x];
+      out[x] = w < 0 ? static_cast<int32_t>(-0.5 + w * (1 << kPrecisionBits))
+                     : static_cast<int32_t>(0.5 + w * (1 << kPrecisionBits));
+    }
+    c.start[i] = xmin;
+    c.taps[i] = xmax;
+  }
+  return c;
+}
+
+inline uint8_t clip8(int32_t v) {
+  const int32_t shifted = v >> kPrecisionBits;
+  return static_cast<uint8_t>(shifted < 0 ? 0 : (shifted > 255 ? 255 : shifted));
+}
+
+// ---- horizontal pass: rows of `src` -> rows of `dst` (dst.width outputs) ----
+
+void horizontal_u8_scalar(const Image8& src, int row0, const Coefficients& c, const MutableImage8& dst) {
+  const int ch = src.channels;
+  for (int y = 0; y < dst.height; ++y) {
+    const uint8_t* in = src.data + (row0 + y) * src.stride;
+    uint8_t* out = dst.data + y * dst.stride;
+    for (int xx = 0; xx < dst.width; ++xx) {
+      const int32_t* k = &c.weights[static_cast<size_t>(xx) * c.ksize];
+      const uint8_t* p = in + c.start[xx] * ch;
+      for (int b = 0; b < ch; ++b) {
+        int32_t ss = 1 << (kPrecisionBits - 1);
+        for (int x = 0; x < c.taps[xx]; ++x) ss += p[x * ch + b] * k[x];
+        out[xx * ch + b] = clip8(ss);
+      }
+    }
+  }
+}
+
+// ---- vertical pass: for each output row, a weighted sum of input rows ----
+
+void vertical_u8_scalar(const Image8& src, const Coefficients& c, const MutableImage8& dst) {
+  const int n = dst.width * dst.channels;
+  for (int yy = 0; yy < dst.height; ++yy) {
+    const int32_t* k = &c.weights[static_cast<size_t>(yy) * c.ksize];
+    uint8_t* out = dst.data + yy * dst.stride;
+    for (int i = 0; i < n; ++i) {
+      int32_t ss = 1 << (kPrecisionBits - 1);
+      for (int y = 0; y < c.taps[yy]; ++y) ss += src.data[(c.start[yy] + y) * src.stride + i] * k[y];
+      out[i] = clip8(ss);
+    }
+  }
+}
+
+#ifdef MMSERVE_X86
+
+// Per output pixel, the weights repeated per channel byte ("expanded"), so that
+// the contiguous bytes of the input window multiply lane by lane. Lanes that
+// belong to channel b are summed at the end with a mask. Sums are exact int32
+// additions, in a different order than Pillow's loop, with identical results.
+struct Expanded {
+  int stride = 0;  // int32 lanes per output pixel, a multiple of 16
+  std::vector<int32_t> weights;
+};
+
+Expanded expand(const Coefficients& c, int channels, int out_count) {
+  Expanded e;
+  e.stride = (c.ksize * channels + 15) / 16 * 16;
+  e.weights.assign(static_cast<size_t>(out_count) * e.stride, 0);
+  for (int xx = 0; xx < out_count; ++xx) {
+    const int32_t* k = &c.weights[static_cast<size_t>(xx) * c.ksize];
+    int32_t* out = &e.weights[static_cast<size_t>(xx) * e.stride];
+    for (int x = 0; x < c.taps[xx]; ++x)
+      for (int b = 0; b < channels; ++b) out[x * channels + b] = k[x];
+  }
+  return e;
+}
+
+__attribute__((target("avx2"))) void horizontal_u8_avx2(const Image8& src, int row0, const Coefficients& c,
+                                                         const MutableImage8& dst) {
+  const int ch = src.channels;
+  const Expanded e = expand(c, ch, dst.width);
+  for (int y = 0; y < dst.height; ++y) {
+    const uint8_t* in = src.data + (row0 + y) * src.stride;
+    uint8_t* out = dst.data + y * dst.stride;
+    for (int xx = 0; xx < dst.width; ++xx) {
+      const int32_t* k = &e.weights[static_cast<size_t>(xx) * e.stride];
+      const uint8_t* p = in + c.start[xx] * ch;
+      const int bytes = c.taps[xx] * ch;
+      // Accumulator v sums bytes 8v, 8v + 24, ...: with 3 channels the channel of a lane
+      // repeats every 3 vectors; with 1, 2 or 4 every vector.
+      const int period = ch == 3 ? 3 : 1;
+      int32_t lanes[24];
+      __m256i acc[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+      int i = 0, v = 0;
+      for (; i + 8 <= bytes; i += 8, v = (v + 1) % period) {
+        __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + i)));
+        acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(px, _mm256_loadu_si256(
+                                                                  reinterpret_cast<const __m256i*>(k + i))));
+      }
+      for (int a = 0; a < period; ++a) _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes + 8 * a), acc[a]);
+      int32_t ss[4];
+      for (int b = 0; b < ch; ++b) ss[b] = 1 << (kPrecisionBits - 1);
+      for (int a = 0; a < period; ++a)
+        for (int j = 0; j < 8; ++j) ss[(8 * a + j) % ch] += lanes[8 * a + j];
+      for (; i < bytes; ++i) ss[i % ch] += p[i] * k[i];  // the window starts on a pixel
+      for (int b = 0; b < ch; ++b) out[xx * ch + b] = clip8(ss[b]);
+    }
+  }
+}
+
+__attribute__((target("avx2"))) void vertical_u8_avx2(const Image8& src, const Coefficients& c,
+                                                       const MutableImage8& dst) {
+  const int n = dst.width * dst.channels;
+  const __m256i half = _mm256_set1_epi32(1 << (kPrecisionBits - 1));
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i max = _mm256_set1_epi32(255);
+  for (int yy = 0; yy < dst.height; ++yy) {
+    const int32_t* k = &c.weights[static_cast<size_t>(yy) * c.ksize];
+    const uint8_t* base = src.data + c.start[yy] * src.stride;
+    uint8_t* out = dst.data + yy * dst.stride;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+      __m256i ss = half;
+      for (int y = 0; y < c.taps[yy]; ++y) {
+        __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(base + y * src.stride + i)));
+        ss = _mm256_add_epi32(ss, _mm256_mullo_epi32(px, _mm256_set1_epi32(k[y])));
+      }
+      ss = _mm256_min_epi32(_mm256_max_epi32(_mm256_srai_epi32(ss, kPrecisionBits), zero), max);
+      __m128i packed16 = _mm_packus_epi32(_mm256_castsi256_si128(ss), _mm256_extracti128_si256(ss, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(packed16, packed16));
+    }
+    for (; i < n; ++i) {
+      int32_t ss = 1 << (kPrecisionBits - 1);
+      for (int y = 0; y < c.taps[yy]; ++y) ss += base[y * src.stride + i] * k[y];
+      out[i] = clip8(ss);
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(const Image8& src, int row0,
+                                                                     const Coefficients& c,
+                                                                     const MutableImage8& dst) {
+  const int ch = src.channels;
+  const Expanded e = expand(c, ch, dst.width);
+  const int period = ch == 3 ? 3 : 1;  // 16-lane vectors before the channel pattern repeats
+  // mask[a][b]: lanes of accumulator a (bytes 16a .. 16a+15 mod 48) that hold channel b.
+  __mmask16 mask[3][4] = {};
+  for (int a = 0; a < period; ++a)
+    for (int j = 0; j < 16; ++j) mask[a][(16 * a + j) % ch] |= static_cast<__mmask16>(1u << j);
+  for (int y = 0; y < dst.height; ++y) {
+    const uint8_t* in = src.data + (row0 + y) * src.stride;
+    uint8_t* out = dst.data + y * dst.stride;
+    for (int xx = 0; xx < dst.width; ++xx) {
+      const int32_t* k = &e.weights[static_cast<size_t>(xx) * e.stride];
+      const uint8_t* p = in + c.start[xx] * ch;
+      const int bytes = c.taps[xx] * ch;
+      __m512i acc[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+      int i = 0, v = 0;
+      for (; i + 16 <= bytes; i += 16, v = (v + 1 == period) ? 0 : v + 1) {
+        __m512i px = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
+        acc[v] = _mm512_add_epi32(acc[v], _mm512_mullo_epi32(px, _mm512_loadu_si512(k + i)));
+      }
+      if (i < bytes) {  // tail: masked load, never reads past the window
+        const __mmask16 tail = static_cast<__mmask16>((1u << (bytes - i)) - 1);
+        __m512i px = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tail, p + i));
+        acc[v] = _mm512_add_epi32(acc[v], _mm512_mullo_epi32(px, _mm512_maskz_loadu_epi32(tail, k + i)));
+      }
+      for (int b = 0; b < ch; ++b) {
+        int32_t ss = 1 << (kPrecisionBits - 1);
+        for (int a = 0; a < period; ++a) ss += _mm512_mask_reduce_add_epi32(mask[a][b], acc[a]);
+        out[xx * ch + b] = clip8(ss);
+      }
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void vertical_u8_avx512(const Image8& src, const Coefficients& c,
+                                                                   const MutableImage8& dst) {
+  const int n = dst.width * dst.channels;
+  const __m512i half = _mm512_set1_epi32(1 << (kPrecisionBits - 1));
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i max = _mm512_set1_epi32(255);
+  for (int yy = 0; yy < dst.height; ++yy) {
+    const int32_t* k = &c.weights[static_cast<size_t>(yy) * c.ksize];
+    const uint8_t* base = src.data + c.start[yy] * src.stride;
+    uint8_t* out = dst.data + yy * dst.stride;
+    for (int i = 0; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                      : static_cast<__mmask16>((1u << (n - i)) - 1);
+      __m512i ss = half;
+      for (int y = 0; y < c.taps[yy]; ++y) {
+        __m512i px = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, base + y * src.stride + i));
+        ss = _mm512_add_epi32(ss, _mm512_mullo_epi32(px, _mm512_set1_epi32(k[y])));
+      }
+      ss = _mm512_min_epi32(_mm512_max_epi32(_mm512_srai_epi32(ss, kPrecisionBits), zero), max);
+      _mm_mask_storeu_epi8(out + i, m, _mm512_cvtepi32_epi8(ss));
+    }
+  }
+}
+
+#endif  // MMSERVE_X86
+
+using HorizontalKernel = void (*)(const Image8&, int, const Coefficients&, const MutableImage8&);
+using VerticalKernel = void (*)(const Image8&, const Coefficients&, const MutableImage8&);
+
+struct Kernels {
+  HorizontalKernel horizontal;
+  VerticalKernel vertical;
+  const char* name;
+};
+
+Kernels kernels_for(Isa isa) {
+  const auto& f = cpu::features();
+  if (isa == Isa::Auto) {
+#ifdef MMSERVE_X86
+    if (f.avx512f && f.avx512bw && f.avx512vl) isa = Isa::Avx512;
+    else if (f.avx2) isa = Isa::Avx2;
+    else isa = Isa::Scalar;
+#else
+    isa = Isa::Scalar;
+#endif
+  }
+  switch (isa) {
+#ifdef MMSERVE_X86
+    case Isa::Avx512:
+      if (!(f.avx512f && f.avx512bw && f.avx512vl)) throw std::out_of_range("avx512 kernels are not supported on this CPU");
+      return {horizontal_u8_avx512, vertical_u8_avx512, "avx512"};
+    case Isa::Avx2:
+      if (!f.avx2) throw std::out_of_range("avx2 kernels are not supported on this CPU");
+      return {horizontal_u8_avx2, vertical_u8_avx2, "avx2"};
+#else
+    case Isa::Avx512:
+    case Isa::Avx2:
+      throw std::out_of_range("x86 kernels are not available on this platform");
+#endif
+    default:
+      return {horizontal_u8_scalar, vertical_u8_scalar, "scalar"};
+  }
+}
+
+}  // namespace
+
+Filter filter_from_name(const std::string& name) {
+  if (name == "nearest") return Filter::Nearest;
+  if (name == "box") return Filter::Box;
+  if (name == "bilinear") return Filter::Bilinear;
+  if (name == "hamming") return Filter::Hamming;
+  if (name == "bicubic") return Filter::Bicubic;
+  if (name == "lanczos") return Filter::Lanczos;
+  throw std::invalid_argument("unknown resample filter '" + name + "'");
+}
+
+ResizeCrop shortest_side_center_crop(int width, int height, int size, int crop) {
+  if (width <= 0 || height <= 0 || size <= 0 || crop <= 0)
+    throw std::invalid_argument("image and target sizes must be positive");
+  ResizeCrop g;
+  if (width <= height) {
+    g.resize_width = size;
+    g.resize_height = static_cast<int>(static_cast<double>(size) * height / width);
+  } else {
+    g.resize_width = static_cast<int>(static_cast<double>(size) * width / height);
+    g.resize_height = size;
+  }
+  g.crop_width = g.crop_height = crop;
+  // Python's round(): half to even, which nearbyint gives in the default rounding mode.
+  g.crop_x = static_cast<int>(std::nearbyint((g.resize_width - crop) / 2.0));
+  g.crop_y = static_cast<int>(std::nearbyint((g.resize_height - crop) / 2.0));
+  return g;
+}
+
+const char* active_resample_kernel() { return kernels_for(Isa::Auto).name; }
+
+void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const MutableImage8& dst, Isa isa) {
+  if (src.channels < 1 || src.channels > 4 || dst.channels != src.channels)
+    throw std::invalid_argument("channels must match and be 1 to 4");
+  if (dst.width != g.crop_width || dst.height != g.crop_height)
+    throw std::invalid_argument("destination size must equal the crop size");
+  if (g.resize_width <= 0 || g.resize_height <= 0 || src.width <= 0 || src.height <= 0)
+    throw std::invalid_argument("sizes must be positive");
+  if (g.crop_x < 0 || g.crop_y < 0 || g.crop_x + g.crop_width > g.resize_width ||
+      g.crop_y + g.crop_height > g.resize_height)
+    throw std::invalid_argument("crop window lies outside the resized image");
+  const Kernels kernels = kernels_for(isa);
+  const FilterDef def = filter_def(filter);
+  const int ch = src.channels;
+  const bool need_horizontal = g.resize_width != src.width;
+  const bool need_vertical = g.resize_height != src.height;
+  // Pillow (>= 12) runs the vertical pass first when the height shrinks by more
+  // than twice as many pixels as the width; the order changes the rounding of the
+  // intermediate image, so it is reproduced exactly.
+  const int shrink_y = src.height - g.resize_height;
+  const bool horizontal_first = !(shrink_y > 0 && shrink_y > (src.width - g.resize_width) * 2);
+
+  if (!need_horizontal && !need_vertical) {
+    for (int y = 0; y < g.crop_height; ++y)
+      std::memcpy(dst.data + y * dst.stride, src.data + (g.crop_y + y) * src.stride + g.crop_x * ch,
+                  static_cast<size_t>(g.crop_width) * ch);
+    return;
+  }
+  if (!need_vertical || !need_horizontal) {
+    // One pass, straight from the source window into dst.
+    if (need_horizontal) {
+      const Coefficients h = precompute(src.width, g.resize_width, g.crop_x, g.crop_width, def);
+      kernels.horizontal(src, g.crop_y, h, dst);
+    } else {
+      const Coefficients v = precompute(src.height, g.resize_height, g.crop_y, g.crop_height, def);
+      const Image8 window{src.data + static_cast<std::ptrdiff_t>(g.crop_x) * ch, g.crop_width, src.height, ch,
+                          src.stride};
+      kernels.vertical(window, v, dst);
+    }
+    return;
+  }
+
+  Coefficients h = precompute(src.width, g.resize_width, g.crop_x, g.crop_width, def);
+  Coefficients v = precompute(src.height, g.resize_height, g.crop_y, g.crop_height, def);
+  std::vector<uint8_t> temp;
+  if (horizontal_first) {
+    // Horizontal pass over the source rows the vertical pass will read.
+    const int row_first = v.start.front();
+    const int rows = v.start.back() + v.taps.back() - row_first;
+    const std::ptrdiff_t temp_stride = static_cast<std::ptrdiff_t>(g.crop_width) * ch;
+    temp.resize(static_cast<size_t>(rows) * temp_stride);
+    kernels.horizontal(src, row_first, h, MutableImage8{temp.data(), g.crop_width, rows, ch, temp_stride});
+    for (int& s : v.start) s -= row_first;
+    kernels.vertical(Image8{temp.data(), g.crop_width, rows, ch, temp_stride}, v, dst);
+  } else {
+    // Vertical pass over the source columns the horizontal pass will read.
+    const int col_first = h.start.front();
+    const int cols = h.start.back() + h.taps.back() - col_first;
+    const std::ptrdiff_t temp_stride = static_cast<std::ptrdiff_t>(cols) * ch;
+    temp.resize(static_cast<size_t>(g.crop_height) * temp_stride);
+    const Image8 window{src.data + static_cast<std::ptrdiff_t>(col_first) * ch, cols, src.height, ch, src.stride};
+    kernels.vertical(window, v, MutableImage8{temp.data(), cols, g.crop_height, ch, temp_stride});
+    for (int& s : h.start) s -= col_first;
+    kernels.horizontal(Image8{temp.data(), cols, g.crop_height, ch, temp_stride}, 0, h, dst);
+  }
+}
+
+}  // namespace mmserve::image

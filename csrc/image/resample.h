@@ -1,0 +1,65 @@
+// Pillow-exact separable resampling of 8-bit images, restricted to a crop window.
+//
+// Reproduces Pillow's libImaging/Resample.c for 8 bits per channel: double
+// coefficients normalised per output pixel, converted to 22-bit fixed point,
+// int32 accumulation starting at one half, horizontal pass first, then vertical.
+// Integer addition is associative, so the SIMD kernels give the same bits as the
+// scalar one and as Pillow. Only the output pixels inside the crop window are
+// computed; each depends only on its own coefficients, so the result equals
+// Pillow's resize followed by a crop.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mmserve::image {
+
+enum class Filter { Nearest, Box, Bilinear, Hamming, Bicubic, Lanczos };
+
+// Parses Pillow's names ("bicubic", ...); throws std::invalid_argument.
+Filter filter_from_name(const std::string& name);
+
+struct ResizeCrop {
+  int resize_width = 0;   // the full resized image (before the crop)
+  int resize_height = 0;
+  int crop_x = 0;         // crop window inside the resized image
+  int crop_y = 0;
+  int crop_width = 0;
+  int crop_height = 0;
+};
+
+// The reference geometry: shortest side to `size` (long side truncated, as
+// torchvision and Hugging Face compute it), then a centred `crop` x `crop`
+// window with offsets rounded half to even (Python's round()).
+ResizeCrop shortest_side_center_crop(int width, int height, int size, int crop);
+
+struct Image8 {
+  const uint8_t* data;
+  int width;
+  int height;
+  int channels;         // 1 to 4, interleaved
+  std::ptrdiff_t stride;  // bytes between rows
+};
+
+struct MutableImage8 {
+  uint8_t* data;
+  int width;
+  int height;
+  int channels;
+  std::ptrdiff_t stride;
+};
+
+enum class Isa { Auto, Scalar, Avx2, Avx512 };
+
+// Resample `src` to geometry.resize_* and write the crop window into `dst`
+// (dst.width == crop_width, dst.height == crop_height, same channels).
+// `isa` forces a kernel (tests); Auto picks the best one this CPU supports.
+void resize_crop(const Image8& src, const ResizeCrop& geometry, Filter filter, const MutableImage8& dst,
+                 Isa isa = Isa::Auto);
+
+// The kernel set Auto resolves to on this CPU ("avx512", "avx2" or "scalar").
+const char* active_resample_kernel();
+
+}  // namespace mmserve::image
