@@ -177,10 +177,28 @@ Expanded expand(const Coefficients& c, int channels, int out_count) {
   return e;
 }
 
+// Sum of the 8 int32 lanes.
+__attribute__((target("avx2"))) inline int32_t reduce_add_avx2(__m256i v) {
+  __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(x);
+}
+
 __attribute__((target("avx2"))) void horizontal_u8_avx2(const Image8& src, int row0, const Coefficients& c,
                                                          const MutableImage8& dst) {
   const int ch = src.channels;
   const Expanded e = expand(c, ch, dst.width);
+  // Accumulator v sums bytes 8v, 8v + 24, ... of the window: with 3 channels the channel
+  // of a lane repeats every 3 vectors, with 1, 2 or 4 channels every vector.
+  const int period = ch == 3 ? 3 : 1;
+  __m256i select[3][4];  // select[a][b]: all-ones in the lanes of accumulator a that hold channel b
+  for (int a = 0; a < period; ++a)
+    for (int b = 0; b < ch; ++b) {
+      alignas(32) int32_t lanes[8];
+      for (int j = 0; j < 8; ++j) lanes[j] = (8 * a + j) % ch == b ? -1 : 0;
+      select[a][b] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+    }
   for (int y = 0; y < dst.height; ++y) {
     const uint8_t* in = src.data + (row0 + y) * src.stride;
     uint8_t* out = dst.data + y * dst.stride;
@@ -188,22 +206,19 @@ __attribute__((target("avx2"))) void horizontal_u8_avx2(const Image8& src, int r
       const int32_t* k = &e.weights[static_cast<size_t>(xx) * e.stride];
       const uint8_t* p = in + c.start[xx] * ch;
       const int bytes = c.taps[xx] * ch;
-      // Accumulator v sums bytes 8v, 8v + 24, ...: with 3 channels the channel of a lane
-      // repeats every 3 vectors; with 1, 2 or 4 every vector.
-      const int period = ch == 3 ? 3 : 1;
-      int32_t lanes[24];
       __m256i acc[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
       int i = 0, v = 0;
-      for (; i + 8 <= bytes; i += 8, v = (v + 1) % period) {
-        __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + i)));
-        acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(px, _mm256_loadu_si256(
-                                                                  reinterpret_cast<const __m256i*>(k + i))));
+      for (; i + 8 <= bytes; i += 8, v = (v + 1 == period) ? 0 : v + 1) {
+        const __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + i)));
+        const __m256i kk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i));
+        acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(px, kk));
       }
-      for (int a = 0; a < period; ++a) _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes + 8 * a), acc[a]);
       int32_t ss[4];
-      for (int b = 0; b < ch; ++b) ss[b] = 1 << (kPrecisionBits - 1);
-      for (int a = 0; a < period; ++a)
-        for (int j = 0; j < 8; ++j) ss[(8 * a + j) % ch] += lanes[8 * a + j];
+      for (int b = 0; b < ch; ++b) {
+        __m256i sum = _mm256_and_si256(acc[0], select[0][b]);
+        for (int a = 1; a < period; ++a) sum = _mm256_add_epi32(sum, _mm256_and_si256(acc[a], select[a][b]));
+        ss[b] = (1 << (kPrecisionBits - 1)) + reduce_add_avx2(sum);
+      }
       for (; i < bytes; ++i) ss[i % ch] += p[i] * k[i];  // the window starts on a pixel
       for (int b = 0; b < ch; ++b) out[xx * ch + b] = clip8(ss[b]);
     }
@@ -268,9 +283,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(c
         acc[v] = _mm512_add_epi32(acc[v], _mm512_mullo_epi32(px, _mm512_maskz_loadu_epi32(tail, k + i)));
       }
       for (int b = 0; b < ch; ++b) {
-        int32_t ss = 1 << (kPrecisionBits - 1);
-        for (int a = 0; a < period; ++a) ss += _mm512_mask_reduce_add_epi32(mask[a][b], acc[a]);
-        out[xx * ch + b] = clip8(ss);
+        __m512i sum = _mm512_maskz_mov_epi32(mask[0][b], acc[0]);
+        for (int a = 1; a < period; ++a) sum = _mm512_mask_add_epi32(sum, mask[a][b], sum, acc[a]);
+        out[xx * ch + b] = clip8((1 << (kPrecisionBits - 1)) + _mm512_reduce_add_epi32(sum));
       }
     }
   }
