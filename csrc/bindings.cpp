@@ -4,10 +4,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+#include <cstring>
 #include <optional>
 #include <string>
 
 #include "cpu/cpu_features.h"
+#include "image/decode.h"
+#include "image/preprocess.h"
 #include "image/resample.h"
 
 namespace py = pybind11;
@@ -68,6 +72,95 @@ py::array resize_crop(const py::array& src, std::pair<int, int> resize, std::tup
   return result;
 }
 
+mmserve::image::PreprocessOptions preprocess_options(int size, int crop, const std::string& filter, bool exact,
+                                                    size_t max_bytes, uint64_t max_pixels,
+                                                    std::array<uint8_t, 3> background, bool exif) {
+  mmserve::image::PreprocessOptions options;
+  options.resize_shortest_edge = size;
+  options.crop = crop;
+  options.filter = mmserve::image::filter_from_name(filter);
+  options.exact = exact;
+  options.decode.limits.max_encoded_bytes = max_bytes;
+  options.decode.limits.max_pixels = max_pixels;
+  std::copy(background.begin(), background.end(), options.decode.limits.background);
+  options.decode.apply_exif_orientation = exif;
+  if (size <= 0 || crop <= 0 || crop > size) throw py::value_error("need 0 < crop <= size");
+  return options;
+}
+
+// Borrow the bytes of a bytes-like object (bytes, bytearray, memoryview, uint8 array).
+py::buffer_info borrow_bytes(const py::handle& item, size_t index) {
+  if (!py::isinstance<py::buffer>(item))
+    throw py::type_error("image " + std::to_string(index) + ": expected bytes-like data, got " +
+                         std::string(py::str(py::type::of(item).attr("__name__"))));
+  py::buffer_info info = py::reinterpret_borrow<py::buffer>(item).request();
+  if (info.itemsize != 1 || info.ndim != 1 || (info.ndim == 1 && info.strides[0] != 1))
+    throw py::type_error("image " + std::to_string(index) + ": expected contiguous bytes");
+  return info;
+}
+
+py::tuple preprocess_batch(const py::sequence& images, int size, int crop, const std::string& filter, bool exact,
+                           size_t max_bytes, uint64_t max_pixels, std::array<uint8_t, 3> background, bool exif,
+                           int threads, std::optional<py::array> out) {
+  const auto options = preprocess_options(size, crop, filter, exact, max_bytes, max_pixels, background, exif);
+  const size_t count = py::len(images);
+  // Own the inputs (buffer views keep the objects alive) before the GIL is released.
+  std::vector<py::buffer_info> buffers;
+  std::vector<mmserve::image::EncodedImage> encoded;
+  buffers.reserve(count);
+  encoded.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    buffers.push_back(borrow_bytes(images[i], i));
+    encoded.push_back({static_cast<const uint8_t*>(buffers.back().ptr), static_cast<size_t>(buffers.back().size)});
+  }
+  py::array batch;
+  if (out) {
+    batch = *out;
+    const bool ok = batch.dtype().kind() == 'u' && batch.itemsize() == 1 && batch.ndim() == 4 &&
+                    static_cast<size_t>(batch.shape(0)) == count && batch.shape(1) == crop &&
+                    batch.shape(2) == crop && batch.shape(3) == 3 &&
+                    (batch.flags() & py::array::c_style) && batch.writeable();
+    if (!ok) throw py::value_error("out must be a writeable C-contiguous uint8 array [N, crop, crop, 3]");
+  } else {
+    batch = py::array(py::dtype::of<uint8_t>(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(count), crop, crop, 3});
+  }
+  auto* target = static_cast<uint8_t*>(batch.mutable_data());
+  std::vector<std::string> errors;
+  {
+    py::gil_scoped_release release;
+    errors = mmserve::image::preprocess_batch(encoded, options, target, threads);
+  }
+  py::list messages;
+  for (const auto& e : errors) messages.append(e.empty() ? py::object(py::none()) : py::object(py::str(e)));
+  return py::make_tuple(batch, messages);
+}
+
+py::tuple decode_image(const py::handle& data, int scale, bool exif, std::array<uint8_t, 3> background,
+                       size_t max_bytes, uint64_t max_pixels) {
+  namespace im = mmserve::image;
+  py::buffer_info buffer = borrow_bytes(data, 0);
+  im::DecodeOptions options;
+  options.scale_denominator = scale;
+  options.apply_exif_orientation = exif;
+  options.limits.max_encoded_bytes = max_bytes;
+  options.limits.max_pixels = max_pixels;
+  std::copy(background.begin(), background.end(), options.limits.background);
+  im::Decoded image;
+  {
+    py::gil_scoped_release release;
+    image = im::decode(static_cast<const uint8_t*>(buffer.ptr), static_cast<size_t>(buffer.size), options);
+  }
+  std::vector<py::ssize_t> shape{image.height, image.width};
+  if (image.channels > 1) shape.push_back(image.channels);
+  py::array pixels(py::dtype::of<uint8_t>(), shape);
+  std::memcpy(pixels.mutable_data(), image.pixels.data(), image.pixels.size());
+  py::dict info;
+  info["cmyk"] = image.cmyk;
+  info["nearest"] = image.resample == im::Resample::Nearest;
+  info["orientation"] = image.orientation;
+  return py::make_tuple(pixels, info);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -113,6 +206,24 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("width"), py::arg("height"), py::arg("size"), py::arg("crop"),
       "((resize_w, resize_h), (crop_x, crop_y, crop_w, crop_h)) of the reference geometry.");
+  py::register_exception<mmserve::image::DecodeError>(m, "DecodeError", PyExc_ValueError);
+  const mmserve::image::Limits defaults;
+  const std::array<uint8_t, 3> white{255, 255, 255};
+  m.attr("DEFAULT_MAX_ENCODED_BYTES") = defaults.max_encoded_bytes;
+  m.attr("DEFAULT_MAX_PIXELS") = defaults.max_pixels;
+  m.def("preprocess_batch", &preprocess_batch, py::arg("images"), py::arg("size"), py::arg("crop"),
+        py::arg("filter") = "bicubic", py::arg("exact") = false,
+        py::arg("max_encoded_bytes") = defaults.max_encoded_bytes, py::arg("max_pixels") = defaults.max_pixels,
+        py::arg("background") = white, py::arg("exif_orientation") = true, py::arg("threads") = 0,
+        py::arg("out") = py::none(),
+        "Decode, resize and centre-crop encoded images into uint8 [N, crop, crop, 3] on a thread pool "
+        "(GIL released). Returns (batch, errors): errors[i] is None or why image i failed.");
+  m.def("decode", &decode_image, py::arg("data"), py::arg("scale") = 1, py::arg("exif_orientation") = true,
+        py::arg("background") = white, py::arg("max_encoded_bytes") = defaults.max_encoded_bytes,
+        py::arg("max_pixels") = defaults.max_pixels,
+        "Decode one JPEG/PNG to uint8 [H, W(, C)] plus facts about it (cmyk, nearest, orientation).");
+  m.def("fast_path_denominator", &mmserve::image::fast_path_denominator, py::arg("width"), py::arg("height"),
+        py::arg("target"), "The JPEG DCT scale denominator the fast path uses (1 = full decode).");
   m.def("active_resample_kernel", &mmserve::image::active_resample_kernel,
         "The resampling kernel set chosen for this CPU: avx512, avx2 or scalar.");
 }

@@ -1,0 +1,74 @@
+// Decoding encoded images (JPEG, PNG) into interleaved 8-bit pixels, with limits.
+//
+// The decoded layout follows what the reference pipeline (Pillow, OpenAI order:
+// resize in the file's own mode, crop, then convert to RGB) resizes:
+//   - gray JPEG/PNG: 1 channel;  colour: 3 channels (RGB);
+//   - CMYK/YCCK JPEG: 4 channels of inverted CMYK (Pillow's Adobe convention),
+//     converted to RGB after the resize with Pillow's cmyk2rgb;
+//   - palette and 1-bit PNGs: expanded to gray/RGB and resized with nearest
+//     neighbour, as Pillow does for modes "P" and "1";
+//   - alpha (RGBA, gray+alpha, tRNS): composited over `Limits::background`
+//     before the resize (the reference drops alpha instead; see README).
+// Every failure throws DecodeError with a message naming the problem; sizes are
+// checked against the limits before any large allocation.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mmserve::image {
+
+class DecodeError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Format { Unknown, Jpeg, Png };
+
+// From the leading bytes, never from a file name.
+Format detect_format(const uint8_t* data, size_t size);
+const char* format_name(Format format);
+
+struct Limits {
+  size_t max_encoded_bytes = 64u << 20;  // 64 MiB
+  uint64_t max_pixels = 100'000'000;     // decoded width x height (Pillow warns at 89 M)
+  int max_side = 65'535;                 // JPEG's own maximum
+  uint8_t background[3] = {255, 255, 255};  // alpha is composited over this (white)
+};
+
+enum class Resample { Convolution, Nearest };
+
+struct Decoded {
+  int width = 0;
+  int height = 0;
+  int channels = 0;  // 1 (gray), 3 (RGB) or 4 (inverted CMYK)
+  bool cmyk = false;
+  Resample resample = Resample::Convolution;
+  int orientation = 1;  // EXIF orientation tag (1..8); already applied to `pixels`
+  std::vector<uint8_t> pixels;  // height x width x channels
+};
+
+struct DecodeOptions {
+  Limits limits;
+  // JPEG only: decode at 1/scale_denominator size in the DCT domain (1, 2, 4, 8).
+  int scale_denominator = 1;
+  bool apply_exif_orientation = true;
+};
+
+// Header only: (width, height) of the stored image, before scaling/orientation.
+struct Header {
+  Format format = Format::Unknown;
+  int width = 0;
+  int height = 0;
+};
+Header read_header(const uint8_t* data, size_t size, const Limits& limits);
+
+Decoded decode(const uint8_t* data, size_t size, const DecodeOptions& options);
+
+// Pillow's CMYK -> RGB (Convert.c cmyk2rgb) on inverted-CMYK pixels.
+void cmyk_to_rgb(const uint8_t* cmyk, uint8_t* rgb, size_t pixels);
+
+}  // namespace mmserve::image

@@ -1,0 +1,111 @@
+#include "image/preprocess.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+namespace mmserve::image {
+
+int fast_path_denominator(int width, int height, int target) {
+  const int shortest = std::min(width, height);
+  if (target <= 0 || shortest < 2 * target) return 1;
+  for (int d : {8, 4, 2}) {
+    // libjpeg's scaled size is ceil(side / d).
+    if ((shortest + d - 1) / d >= target) return d;
+  }
+  return 1;
+}
+
+void resize_crop_nearest(const Image8& src, const ResizeCrop& g, const MutableImage8& dst) {
+  // Pillow's ImagingScaleAffine: positions accumulate by repeated addition in
+  // double, starting half a step in, and truncate; reproduced step by step.
+  const double step_x = static_cast<double>(src.width) / g.resize_width;
+  const double step_y = static_cast<double>(src.height) / g.resize_height;
+  std::vector<int> columns(g.crop_width);
+  double xo = 0.0 + step_x * 0.5;
+  for (int x = 0; x < g.crop_x + g.crop_width; ++x, xo += step_x) {
+    if (x >= g.crop_x) columns[x - g.crop_x] = std::min(std::max(static_cast<int>(xo), 0), src.width - 1);
+  }
+  double yo = 0.0 + step_y * 0.5;
+  const int ch = src.channels;
+  for (int y = 0; y < g.crop_y + g.crop_height; ++y, yo += step_y) {
+    if (y < g.crop_y) continue;
+    const int sy = std::min(std::max(static_cast<int>(yo), 0), src.height - 1);
+    const uint8_t* in = src.data + sy * src.stride;
+    uint8_t* out = dst.data + (y - g.crop_y) * dst.stride;
+    for (int x = 0; x < g.crop_width; ++x) std::memcpy(out + x * ch, in + columns[x] * ch, ch);
+  }
+}
+
+void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& options, uint8_t* out,
+                     std::ptrdiff_t stride) {
+  if (options.resize_shortest_edge <= 0 || options.crop <= 0 || options.crop > options.resize_shortest_edge)
+    throw std::invalid_argument("need 0 < crop <= resize_shortest_edge");
+  DecodeOptions decoding = options.decode;
+  if (!options.exact) {
+    const Header header = read_header(data, size, decoding.limits);
+    if (header.format == Format::Jpeg)
+      decoding.scale_denominator = fast_path_denominator(header.width, header.height, options.resize_shortest_edge);
+  }
+  const Decoded image = decode(data, size, decoding);
+  const ResizeCrop g =
+      shortest_side_center_crop(image.width, image.height, options.resize_shortest_edge, options.crop);
+  const Image8 src{image.pixels.data(), image.width, image.height, image.channels,
+                   static_cast<std::ptrdiff_t>(image.width) * image.channels};
+
+  auto resize_into = [&](const MutableImage8& target) {
+    if (image.resample == Resample::Nearest) resize_crop_nearest(src, g, target);
+    else resize_crop(src, g, options.filter, target);
+  };
+  if (image.channels == 3) {
+    resize_into(MutableImage8{out, options.crop, options.crop, 3, stride});
+    return;
+  }
+  std::vector<uint8_t> cropped(static_cast<size_t>(options.crop) * options.crop * image.channels);
+  const std::ptrdiff_t cropped_stride = static_cast<std::ptrdiff_t>(options.crop) * image.channels;
+  resize_into(MutableImage8{cropped.data(), options.crop, options.crop, image.channels, cropped_stride});
+  for (int y = 0; y < options.crop; ++y) {
+    const uint8_t* in = cropped.data() + y * cropped_stride;
+    uint8_t* row = out + y * stride;
+    if (image.cmyk) {
+      cmyk_to_rgb(in, row, options.crop);
+    } else {  // gray
+      for (int x = 0; x < options.crop; ++x) row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = in[x];
+    }
+  }
+}
+
+std::vector<std::string> preprocess_batch(const std::vector<EncodedImage>& images,
+                                          const PreprocessOptions& options, uint8_t* out, int threads) {
+  const size_t slot = static_cast<size_t>(options.crop) * options.crop * 3;
+  std::vector<std::string> errors(images.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < images.size(); i = next++) {
+      uint8_t* target = out + i * slot;
+      try {
+        preprocess_into(images[i].data, images[i].size, options, target,
+                        static_cast<std::ptrdiff_t>(options.crop) * 3);
+      } catch (const std::exception& error) {
+        errors[i] = error.what()[0] ? error.what() : "unknown error";
+        std::memset(target, 0, slot);
+      }
+    }
+  };
+  int count = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  count = static_cast<int>(std::min<size_t>(static_cast<size_t>(count), images.size()));
+  if (count <= 1) {
+    work();
+    return errors;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(count - 1);
+  for (int t = 1; t < count; ++t) pool.emplace_back(work);
+  work();
+  for (auto& thread : pool) thread.join();
+  return errors;
+}
+
+}  // namespace mmserve::image

@@ -1,0 +1,51 @@
+// Encoded image -> the image tower's uint8 RGB input, one image or a batch.
+//
+// decode (JPEG/PNG, limits, EXIF orientation, alpha over the background)
+//   -> optional DCT-domain downscale for large JPEGs (the fast path)
+//   -> Pillow-exact shortest-side resize + centre crop in the file's own mode
+//   -> RGB (gray replicated, inverted CMYK through Pillow's cmyk2rgb)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "image/decode.h"
+#include "image/resample.h"
+
+namespace mmserve::image {
+
+struct PreprocessOptions {
+  int resize_shortest_edge = 224;
+  int crop = 224;
+  Filter filter = Filter::Bicubic;
+  // false: JPEGs whose short side is at least twice the target decode at 1/2,
+  // 1/4 or 1/8 scale (the largest that keeps the short side >= the target).
+  bool exact = false;
+  DecodeOptions decode;
+};
+
+// The DCT scale denominator the fast path uses for a JPEG of this size (1 = none).
+int fast_path_denominator(int width, int height, int target);
+
+// Writes crop x crop x 3 bytes at `out` (rows `stride` bytes apart).
+// Throws DecodeError (bad data) or std::invalid_argument (bad options).
+void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& options, uint8_t* out,
+                     std::ptrdiff_t stride);
+
+struct EncodedImage {
+  const uint8_t* data;
+  size_t size;
+};
+
+// Preprocess every image into out[i] (a [B, crop, crop, 3] buffer) on up to
+// `threads` threads (0: hardware concurrency). Returns one message per image:
+// empty for success, else why that image failed (its slot is zero-filled).
+std::vector<std::string> preprocess_batch(const std::vector<EncodedImage>& images,
+                                          const PreprocessOptions& options, uint8_t* out, int threads);
+
+// Nearest-neighbour resize + crop exactly as Pillow's resize(NEAREST) + crop.
+void resize_crop_nearest(const Image8& src, const ResizeCrop& geometry, const MutableImage8& dst);
+
+}  // namespace mmserve::image
