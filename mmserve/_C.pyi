@@ -28,3 +28,37 @@ def shortest_side_center_crop(
 
 def active_resample_kernel() -> str:
     """Resampling kernels chosen for this CPU: "avx512", "avx2" or "scalar"."""
+
+class DecodeError(ValueError):
+    """An image that cannot be decoded (bad data, limits, unsupported format)."""
+
+DEFAULT_MAX_ENCODED_BYTES: int
+DEFAULT_MAX_PIXELS: int
+
+def preprocess_batch(
+    images: list[bytes | bytearray | memoryview],
+    size: int,
+    crop: int,
+    filter: str = "bicubic",
+    exact: bool = False,
+    max_encoded_bytes: int = ...,
+    max_pixels: int = ...,
+    background: tuple[int, int, int] = (255, 255, 255),
+    exif_orientation: bool = True,
+    threads: int = 0,
+    out: npt.NDArray[np.uint8] | None = None,
+) -> tuple[npt.NDArray[np.uint8], list[str | None]]:
+    """Decode, resize, centre-crop into uint8 [N, crop, crop, 3]; per-image errors (None = ok)."""
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    scale: int = 1,
+    exif_orientation: bool = True,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_encoded_bytes: int = ...,
+    max_pixels: int = ...,
+) -> tuple[npt.NDArray[np.uint8], dict[str, object]]:
+    """Decode one JPEG/PNG to uint8 [H, W(, C)] plus {cmyk, nearest, orientation}."""
+
+def fast_path_denominator(width: int, height: int, target: int) -> int:
+    """JPEG DCT scale denominator the fast path uses (1 = full decode)."""

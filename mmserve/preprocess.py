@@ -2,20 +2,25 @@
 
 The reference pipeline of OpenAI CLIP / open_clip: resize the shortest side to
 the model's size with Pillow's antialiased bicubic, centre-crop, convert to RGB
-(after the resize and crop, as the reference does). Scaling and mean/std live
-inside the exported image tower, so the wire carries uint8.
+(after the resize and crop). `ImagePreprocessor` does exactly that in C++
+(`csrc/image/`); `reference_preprocess` is the Pillow original, kept for the
+parity tests and benchmarks. Scaling and mean/std live inside the exported
+image tower, so the wire carries uint8.
 
-EXIF orientation is not applied, like the reference (documented in README).
+Policies where the reference is silent or odd (see README, Image input):
+EXIF orientation is applied (like Hugging Face's loader, unlike open_clip);
+alpha is composited over white (the reference drops it).
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mmserve import _C
 from mmserve.model import ClipModelInfo
 
 _RESAMPLE = {
@@ -46,23 +51,68 @@ def reference_preprocess(image, size: int, crop: int | None = None, resample: st
     return np.asarray(cropped.convert("RGB"))
 
 
-class ImagePreprocessor:
-    """Encoded images (bytes or paths) to one uint8 `[B, H, W, 3]` batch."""
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+    """Per-image limits, checked before any large allocation."""
 
-    def __init__(self, info: ClipModelInfo) -> None:
+    max_encoded_bytes: int = _C.DEFAULT_MAX_ENCODED_BYTES  # 64 MiB
+    max_pixels: int = _C.DEFAULT_MAX_PIXELS  # 100 megapixels decoded
+    # Alpha (RGBA, gray+alpha, PNG tRNS) is composited over this colour.
+    background: tuple[int, int, int] = (255, 255, 255)
+
+
+class ImagePreprocessor:
+    """Encoded images (bytes or paths) to one uint8 `[B, H, W, 3]` batch, in C++.
+
+    Decoding (JPEG, PNG), EXIF orientation, the resize and the centre crop run
+    on a thread pool with the GIL released. With `exact=False` (the default),
+    JPEGs at least twice the target size are decoded at 1/2, 1/4 or 1/8 scale
+    in the DCT domain first; `exact=True` reproduces the Pillow reference
+    pipeline to the bit.
+    """
+
+    def __init__(
+        self,
+        info: ClipModelInfo,
+        *,
+        exact: bool = False,
+        limits: ImageLimits = ImageLimits(),
+        exif_orientation: bool = True,
+        threads: int = 0,
+    ) -> None:
+        if info.resample not in _RESAMPLE:
+            raise ValueError(f"unsupported resample mode {info.resample!r}")
         self.size = info.resize_shortest_edge
         self.crop = info.image_size
         self.resample = info.resample
+        self.exact = exact
+        self.limits = limits
+        self.exif_orientation = exif_orientation
+        self.threads = threads
 
-    def __call__(self, images: Sequence[bytes | str | Path]) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+    def preprocess_lenient(
+        self, images: Sequence[bytes | str | Path], out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[str | None]]:
+        """The batch and, per image, None or why it failed (its slot is zeros)."""
+        data = [Path(item).read_bytes() if isinstance(item, (str, Path)) else item for item in images]
+        return _C.preprocess_batch(
+            data,
+            self.size,
+            self.crop,
+            filter=self.resample,
+            exact=self.exact,
+            max_encoded_bytes=self.limits.max_encoded_bytes,
+            max_pixels=self.limits.max_pixels,
+            background=self.limits.background,
+            exif_orientation=self.exif_orientation,
+            threads=self.threads,
+            out=out,
+        )
 
-        out = np.empty((len(images), self.crop, self.crop, 3), dtype=np.uint8)
-        for i, item in enumerate(images):
-            data = Path(item).read_bytes() if isinstance(item, (str, Path)) else item
-            try:
-                with Image.open(io.BytesIO(data)) as picture:
-                    out[i] = reference_preprocess(picture, self.size, self.crop, self.resample)
-            except (UnidentifiedImageError, OSError, SyntaxError) as error:
-                raise ValueError(f"image {i}: cannot decode ({error})") from error
-        return out
+    def __call__(self, images: Sequence[bytes | str | Path], out: np.ndarray | None = None) -> np.ndarray:
+        """The batch; raises ValueError naming every image that failed."""
+        batch, errors = self.preprocess_lenient(images, out)
+        failed = [f"image {i}: {e}" for i, e in enumerate(errors) if e is not None]
+        if failed:
+            raise ValueError("; ".join(failed))
+        return batch

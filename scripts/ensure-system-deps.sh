@@ -11,6 +11,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# Image codecs the C++ core links against.
+have_pkg libjpeg62-turbo-dev || have_pkg libjpeg-turbo8-dev || missing+=(libjpeg-dev)
+have_pkg libpng-dev || missing+=(libpng-dev)
 # Python headers and venv: pyenv and python.org builds carry them; Debian's python3 needs the -dev/-venv packages.
 if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   missing+=(python3-dev)

@@ -47,7 +47,7 @@ def test_embed_image_rejects_a_non_image_with_a_clear_error(bundled_settings, tm
     bad.write_text("not an image")
     result = run_cli("embed-image", str(bad), settings=bundled_settings)
     assert result.returncode == 1
-    assert "cannot decode" in result.stderr and "Traceback" not in result.stderr
+    assert "image 0: unsupported format" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_export_tells_the_user_what_to_run(bundled_settings, tmp_path):

@@ -23,7 +23,7 @@ def test_compiled_core_is_portable_and_reports_the_cpu():
 
 def test_stub_declares_every_public_name_of_the_module():
     stub = ast.parse((Path(mmserve.__file__).parent / "_C.pyi").read_text())
-    declared = {n.name for n in stub.body if isinstance(n, ast.FunctionDef)}
+    declared = {n.name for n in stub.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     declared |= {n.target.id for n in stub.body if isinstance(n, ast.AnnAssign)}
     public = {n for n in dir(_C) if not n.startswith("_")} | {"__version__"}
     assert public == declared
