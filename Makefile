@@ -8,12 +8,13 @@ PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints
 STAMPS := $(VENV)/.stamps
 CPP_SOURCES := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench train-model towers clean distclean help
+.PHONY: setup demo test bench fuzz train-model towers clean distclean help
 
 help:
 	@echo "make demo         set up, export the default model, run the end-to-end demo"
 	@echo "make test         set up and run the test suite"
 	@echo "make bench        run the benchmarks in bench/"
+	@echo "make fuzz         fuzz the image decoders for FUZZ_SECONDS (default 600)"
 	@echo "make train-model  retrain the bundled default model (about 80 min on 2 cores)"
 	@echo "make clean        remove build outputs (keeps .venv)"
 
@@ -31,7 +32,8 @@ $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
 	    torch transformers safetensors onnx onnxscript ftfy pytest hypothesis
 	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.
-	$(PIP_INSTALL) --no-deps open_clip_torch
+	# matplotlib, scikit-image, scikit-learn: their sample photos feed the image parity tests.
+	$(PIP_INSTALL) --no-deps open_clip_torch matplotlib scikit-image scikit-learn
 	@touch $@
 
 $(STAMPS)/install: $(STAMPS)/deps $(CPP_SOURCES)
@@ -51,6 +53,12 @@ test: setup
 
 bench: towers
 	$(PY) bench/bench_runtimes.py --vit-b32
+
+# Fuzz the image decoders (FUZZ_SECONDS, default 600) with atheris.
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	$(PIP_INSTALL) atheris
+	$(PY) tests/fuzz/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 build/fuzz-corpus
 
 train-model: setup
 	$(PY) -m mmserve.training --out mmserve/models/default

@@ -188,6 +188,8 @@ Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& optio
   check_size(cinfo.image_width, cinfo.image_height, options.limits);
 
   Decoded image;
+  // Saved markers live in libjpeg's image pool, freed by jpeg_finish_decompress: read them now.
+  if (options.apply_exif_orientation) image.orientation = jpeg_exif_orientation(cinfo);
   J_COLOR_SPACE out_space = JCS_RGB;
   image.channels = 3;
   if (cinfo.jpeg_color_space == JCS_GRAYSCALE) {
@@ -212,7 +214,6 @@ Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& optio
     // Pillow reads every CMYK JPEG with Adobe's inverted polarity ("CMYK;I").
     for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(255 - v);
   }
-  if (options.apply_exif_orientation) image.orientation = jpeg_exif_orientation(cinfo);
   return image;
 }
 
@@ -394,8 +395,10 @@ Header read_header(const uint8_t* data, size_t size, const Limits& limits) {
     header.height = static_cast<int>(state.cinfo.image_height);
   } else {
     if (size < 24 || std::memcmp(data + 12, "IHDR", 4) != 0) throw DecodeError("invalid PNG: no IHDR chunk");
-    header.width = static_cast<int>(read_u32(data + 16, false));
-    header.height = static_cast<int>(read_u32(data + 20, false));
+    const uint32_t width = read_u32(data + 16, false), height = read_u32(data + 20, false);
+    if (width > 0x7FFFFFFFu || height > 0x7FFFFFFFu) throw DecodeError("invalid PNG: dimensions out of range");
+    header.width = static_cast<int>(width);
+    header.height = static_cast<int>(height);
   }
   return header;
 }
@@ -403,6 +406,11 @@ Header read_header(const uint8_t* data, size_t size, const Limits& limits) {
 Decoded decode(const uint8_t* data, size_t size, const DecodeOptions& options) {
   Format format;
   check_input(data, size, options.limits, &format);
+  if (format == Format::Png) {
+    // Our own limits first, from the IHDR bytes, before libpng sees the image.
+    const Header header = read_header(data, size, options.limits);
+    check_size(static_cast<uint32_t>(header.width), static_cast<uint32_t>(header.height), options.limits);
+  }
   Decoded image = format == Format::Jpeg ? decode_jpeg(data, size, options) : decode_png(data, size, options);
   apply_orientation(image);
   return image;

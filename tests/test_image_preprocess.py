@@ -1,0 +1,296 @@
+"""C++ decode + resize + crop against the Pillow reference pipeline, and bad input."""
+
+import importlib.util
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from mmserve import _C
+from mmserve.model import ClipModelInfo
+from mmserve.preprocess import ImageLimits, ImagePreprocessor, reference_preprocess
+
+SIZE = 224
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def photo(width=523, height=347, seed=0) -> Image.Image:
+    """A smooth random picture (JPEG-friendly), odd sizes for SIMD tails."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8))
+    return small.resize((width, height), Image.Resampling.BICUBIC)
+
+
+def composite_white(image: Image.Image) -> Image.Image:
+    """The documented alpha policy: (c * a + 255 * (255 - a) + 127) // 255."""
+    rgba = np.asarray(image.convert("RGBA")).astype(np.int32)
+    alpha = rgba[..., 3:4]
+    rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def reference(data: bytes, size=SIZE, *, alpha=False, exif=True) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    if exif:
+        image = ImageOps.exif_transpose(image)
+    if alpha:
+        image = composite_white(image)
+    return reference_preprocess(image, size)
+
+
+def mmserve_exact(data: bytes, size=SIZE) -> np.ndarray:
+    batch, errors = _C.preprocess_batch([data], size, size, exact=True)
+    assert errors == [None]
+    return batch[0]
+
+
+def max_diff(a, b) -> int:
+    return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())
+
+
+def png_16bit(image: Image.Image) -> bytes:
+    """An RGB PNG with 16-bit samples (Pillow cannot write one), via raw chunks."""
+    pixels = np.asarray(image.convert("RGB")).astype(">u2") * 257
+    pixels[..., 0] += 3  # low bytes that truncation must drop
+    height, width = pixels.shape[:2]
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+base = photo()
+transparent = base.convert("RGBA")
+transparent.putalpha(Image.linear_gradient("L").resize(base.size))
+
+GENERATED = {
+    "jpeg baseline 4:2:0": (encode(base, "JPEG", quality=90), False),
+    "jpeg baseline 4:4:4": (encode(base, "JPEG", quality=90, subsampling=0), False),
+    "jpeg baseline 4:2:2": (encode(base, "JPEG", quality=90, subsampling=1), False),
+    "jpeg progressive": (encode(base, "JPEG", quality=80, progressive=True), False),
+    "jpeg grayscale": (encode(base.convert("L"), "JPEG"), False),
+    "jpeg cmyk": (encode(base.convert("CMYK"), "JPEG"), False),
+    "png rgb": (encode(base, "PNG"), False),
+    "png gray": (encode(base.convert("L"), "PNG"), False),
+    "png gray 4-bit": (encode(base.convert("L").point(lambda v: v // 17 * 17), "PNG", bits=4), False),
+    "png 1-bit": (encode(base.convert("1"), "PNG"), False),
+    "png palette": (encode(base.convert("P"), "PNG"), False),
+    "png palette 4-bit": (encode(base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "PNG", bits=4),
+                          False),
+    "png rgb 16-bit": (png_16bit(base), False),
+    "png rgba": (encode(transparent, "PNG"), True),
+    "png gray+alpha": (encode(transparent.convert("LA"), "PNG"), True),
+    "png interlaced rgba": (encode(transparent, "PNG"), True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_exact_path_matches_pillow_on_every_format(name):
+    data, alpha = GENERATED[name]
+    want = reference(data, alpha=alpha)  # 16-bit RGB: Pillow and mmserve both keep the high byte
+    assert max_diff(mmserve_exact(data), want) <= 1
+
+
+def test_interlaced_png_is_really_interlaced():
+    data = GENERATED["png interlaced rgba"][0]
+    # Pillow writes Adam7 only through its own encoder flag; craft it from the raw rows instead.
+    interlaced = _reencode_interlaced(Image.open(io.BytesIO(data)))
+    assert interlaced[28] == 1  # IHDR interlace method byte
+    assert max_diff(mmserve_exact(interlaced), reference(interlaced, alpha=True)) <= 1
+
+
+def _reencode_interlaced(image: Image.Image) -> bytes:
+    pixels = np.asarray(image.convert("RGBA"))
+    height, width = pixels.shape[:2]
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 1)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def sample_photos() -> list[Path]:
+    found = []
+    for package, folder in (("sklearn", "datasets/images"), ("matplotlib", "mpl-data/sample_data"),
+                            ("skimage", "data")):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(list(spec.submodule_search_locations)[0]) / folder
+        found += sorted(p for p in root.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return found
+
+
+PHOTOS = sample_photos()
+
+
+def test_sample_photos_are_installed():
+    names = {p.name for p in PHOTOS}
+    assert {"china.jpg", "flower.jpg", "grace_hopper.jpg", "astronaut.png", "coffee.png"} <= names
+
+
+@pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.name)
+def test_exact_path_matches_pillow_on_real_photos(path):
+    data = path.read_bytes()
+    mode = Image.open(io.BytesIO(data)).mode
+    if mode in ("I;16", "I;16B", "I"):
+        pytest.skip("16-bit grayscale: mmserve keeps the high byte where Pillow clips (see README)")
+    alpha = mode in ("RGBA", "LA", "PA") or "transparency" in Image.open(io.BytesIO(data)).info
+    assert max_diff(mmserve_exact(data), reference(data, alpha=alpha)) <= 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_exif_transpose(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(photo(301, 199, seed=orientation), "JPEG", quality=95, exif=exif.tobytes())
+    pixels, info = _C.decode(data)
+    assert info["orientation"] == orientation
+    transposed = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert pixels.shape == transposed.shape
+    assert max_diff(pixels, transposed) == 0
+    assert max_diff(mmserve_exact(data), reference(data)) <= 1
+
+
+def test_exif_orientation_can_be_turned_off():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(photo(300, 200), "JPEG", exif=exif.tobytes())
+    assert _C.decode(data, exif_orientation=False)[0].shape == (200, 300, 3)
+    assert _C.decode(data)[0].shape == (300, 200, 3)
+
+
+def test_format_comes_from_the_bytes_not_the_name(tmp_path):
+    png = GENERATED["png rgb"][0]
+    misnamed = tmp_path / "actually_png.jpg"
+    misnamed.write_bytes(png)
+    info = ClipModelInfo.from_dir(Path(__file__).resolve().parents[1] / "mmserve/models/default")
+    batch = ImagePreprocessor(info, exact=True)([misnamed])
+    assert max_diff(batch[0], reference(png, info.image_size)) <= 1
+
+
+def test_fast_path_picks_the_largest_dct_scale_that_keeps_the_target():
+    assert _C.fast_path_denominator(1920, 1280, 224) == 4   # 1280 / 4 = 320 >= 224
+    assert _C.fast_path_denominator(4000, 3000, 224) == 8   # 375
+    assert _C.fast_path_denominator(600, 447, 224) == 1     # less than twice the target
+    assert _C.fast_path_denominator(900, 448, 224) == 2
+
+
+def test_fast_path_embeddings_match_the_exact_path(bundled_settings):
+    from mmserve.embedder import LocalEmbedder
+
+    embedder = LocalEmbedder(bundled_settings)
+    photos = [p for p in PHOTOS if p.suffix.lower() in (".jpg", ".jpeg")]
+    large = [encode(photo(1600, 1067, seed=s), "JPEG", quality=90) for s in range(3)]
+    data = [p.read_bytes() for p in photos] + large
+    info = embedder.info
+    exact = ImagePreprocessor(info, exact=True)(data)
+    fast = ImagePreprocessor(info, exact=False)(data)
+    assert not np.array_equal(exact, fast)  # the fast path really ran
+    cosine = (embedder.embed_pixels(exact) * embedder.embed_pixels(fast)).sum(1)
+    assert cosine.min() >= 0.995, cosine
+
+
+def test_batch_reports_each_failure_and_keeps_the_rest():
+    good = GENERATED["jpeg baseline 4:2:0"][0]
+    batch, errors = _C.preprocess_batch([good, b"not an image", good[: len(good) // 2], good], 64, 64)
+    assert errors[0] is None and errors[3] is None
+    assert "unsupported format" in errors[1]
+    assert "truncated" in errors[2] or "corrupt" in errors[2]
+    assert np.array_equal(batch[0], batch[3]) and not batch[1].any() and not batch[2].any()
+    info = ClipModelInfo.from_dir(Path(__file__).resolve().parents[1] / "mmserve/models/default")
+    with pytest.raises(ValueError, match=r"image 1: unsupported format.*image 2: "):
+        ImagePreprocessor(info)([good, b"not an image", good[: len(good) // 2]])
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    data = [GENERATED[name][0] for name in sorted(GENERATED)] * 3
+    one, _ = _C.preprocess_batch(data, 96, 96, threads=1)
+    many, _ = _C.preprocess_batch(data, 96, 96, threads=4)
+    assert np.array_equal(one, many)
+
+
+def test_writes_into_a_caller_batch():
+    data = [GENERATED["png rgb"][0]] * 2
+    out = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    result, _ = _C.preprocess_batch(data, 64, 64, out=out)
+    assert result is out or np.shares_memory(result, out)
+    assert out.any()
+    with pytest.raises(ValueError, match="out must be"):
+        _C.preprocess_batch(data, 64, 64, out=np.zeros((3, 64, 64, 3), dtype=np.uint8))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    ihdr = struct.pack(">I", 13) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    return b"\x89PNG\r\n\x1a\n" + ihdr
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty input"),
+        (b"hello world, not an image", "unsupported format"),
+        (b"GIF89a" + b"\x00" * 20, "unsupported format: GIF"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "unsupported format: WebP"),
+        (_png_header_only(50_000, 50_000), "decompression bomb: 50000x50000"),
+        (_png_header_only(70_000, 10), "exceeds user limit|absurd dimensions"),
+        (_png_header_only(0, 10), "invalid PNG|zero width"),
+        (b"\xff\xd8\xff" + b"\x00" * 50, "invalid JPEG"),
+        (GENERATED["png rgb"][0][:200], "truncated|corrupt|invalid"),
+        (GENERATED["jpeg progressive"][0][:400], "truncated|corrupt|invalid"),
+    ],
+    ids=["zero-bytes", "text", "gif", "webp", "bomb", "absurd", "zero-width", "jpeg-garbage", "png-truncated",
+         "jpeg-truncated"],
+)
+def test_bad_input_raises_value_error_naming_the_problem(data, message):
+    with pytest.raises(ValueError, match=message):
+        _C.decode(data)
+    _, errors = _C.preprocess_batch([data], 32, 32)
+    assert errors[0] is not None
+
+
+def test_corrupted_bytes_in_the_middle_are_an_error_or_an_image_never_a_crash():
+    data = bytearray(GENERATED["jpeg baseline 4:2:0"][0])
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        broken = bytearray(data)
+        for i in rng.integers(0, len(broken), 8):
+            broken[i] = rng.integers(0, 256)
+        _, errors = _C.preprocess_batch([bytes(broken)], 32, 32)
+        assert errors[0] is None or isinstance(errors[0], str)
+
+
+def test_limits_are_settable_and_checked_before_decoding():
+    data = GENERATED["png rgb"][0]
+    with pytest.raises(ValueError, match="exceeds the limit of 1000 bytes"):
+        _C.decode(data, max_encoded_bytes=1000)
+    with pytest.raises(ValueError, match="decompression bomb"):
+        _C.decode(data, max_pixels=1000)
+    info = ClipModelInfo.from_dir(Path(__file__).resolve().parents[1] / "mmserve/models/default")
+    with pytest.raises(ValueError, match="decompression bomb"):
+        ImagePreprocessor(info, limits=ImageLimits(max_pixels=1000))([data])
+
+
+def test_non_bytes_input_is_a_type_error():
+    with pytest.raises(TypeError, match="image 1: expected bytes-like data, got int"):
+        _C.preprocess_batch([GENERATED["png rgb"][0], 5], 32, 32)
