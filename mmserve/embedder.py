@@ -15,7 +15,7 @@ import numpy as np
 
 from mmserve.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, is_current
 from mmserve.model import ClipModelInfo
-from mmserve.preprocess import ImagePreprocessor
+from mmserve.preprocess import ImageLimits, ImagePreprocessor
 from mmserve.runtime import load_tower
 from mmserve.settings import Settings
 from mmserve.tokenizer import ClipTokenizer, trim_padding
@@ -31,8 +31,9 @@ class LocalEmbedder:
                 f"no ONNX export of {self.settings.model_dir} in {onnx_dir}: run `mmserve export` first"
             )
         self.tokenizer = ClipTokenizer.from_model_dir(self.settings.model_dir)
-        self.preprocess = ImagePreprocessor(self.info)
         s = self.settings
+        limits = ImageLimits(max_encoded_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        self.preprocess = ImagePreprocessor(self.info, exact=s.exact_preprocessing, limits=limits)
         self.image_tower = load_tower(onnx_dir / IMAGE_TOWER_FILE, s.runtime, s.threads, s.precision)
         self.text_tower = load_tower(onnx_dir / TEXT_TOWER_FILE, s.runtime, s.threads, s.precision)
 
