@@ -188,11 +188,12 @@ def test_format_comes_from_the_bytes_not_the_name(tmp_path):
     assert max_diff(batch[0], reference(png, info.image_size)) <= 1
 
 
-def test_fast_path_picks_the_largest_dct_scale_that_keeps_the_target():
-    assert _C.fast_path_denominator(1920, 1280, 224) == 4   # 1280 / 4 = 320 >= 224
-    assert _C.fast_path_denominator(4000, 3000, 224) == 8   # 375
-    assert _C.fast_path_denominator(600, 447, 224) == 1     # less than twice the target
-    assert _C.fast_path_denominator(900, 448, 224) == 2
+def test_fast_path_picks_the_largest_dct_scale_that_keeps_twice_the_target():
+    assert _C.fast_path_denominator(1920, 1280, 224) == 2   # 640 >= 448; 1280 / 4 = 320 is not
+    assert _C.fast_path_denominator(4000, 3000, 224) == 4   # 750
+    assert _C.fast_path_denominator(8000, 6000, 224) == 8   # 750
+    assert _C.fast_path_denominator(893, 893, 224) == 1     # ceil(893 / 2) = 447 < 448
+    assert _C.fast_path_denominator(896, 900, 224) == 2
 
 
 def test_fast_path_embeddings_match_the_exact_path(bundled_settings):

@@ -9,11 +9,14 @@
 namespace mmserve::image {
 
 int fast_path_denominator(int width, int height, int target) {
+  // The scaled image keeps at least twice the target on its short side, so the
+  // bicubic resize still does the final antialiasing: scaling closer to the
+  // target cost up to 0.006 of embedding cosine on photos (measured).
   const int shortest = std::min(width, height);
-  if (target <= 0 || shortest < 2 * target) return 1;
+  if (target <= 0) return 1;
   for (int d : {8, 4, 2}) {
     // libjpeg's scaled size is ceil(side / d).
-    if ((shortest + d - 1) / d >= target) return d;
+    if ((shortest + d - 1) / d >= 2 * target) return d;
   }
   return 1;
 }
