@@ -1,9 +1,14 @@
 """atheris fuzz target for the C++ image decoders (`make fuzz`).
 
-Feeds arbitrary bytes to the whole preprocessing path (format detection,
-JPEG/PNG decode, EXIF parsing, fast path, resize) and to the plain decoder.
-Anything but a clean ValueError is a bug: a crash, a hang, or another exception.
-The corpus directory is seeded with small valid files of every kind on the first run.
+Feeds bytes to the whole preprocessing path (format detection, JPEG/PNG
+decode, EXIF parsing, fast path, resize) and to the plain decoder. Anything but
+a clean ValueError is a bug: a crash, a hang, or another exception.
+
+The extension is not built with coverage instrumentation, so libFuzzer alone
+would see one Python path and mutate blindly. Each input therefore also picks
+one of the seed files (a small valid image of every kind) and applies the
+input's edits to it: byte overwrites, truncation and splices, so most runs get
+deep into the decoders with near-valid data. Raw inputs are tried as-is too.
 """
 
 import io
@@ -45,19 +50,48 @@ def seed_corpus(directory: Path) -> None:
         (directory / name).write_bytes(buffer.getvalue())
 
 
-def test_one_input(data: bytes) -> None:
+SEEDS: list[bytes] = []
+
+
+def mutate(data: bytes) -> bytes:
+    fdp = atheris.FuzzedDataProvider(data)
+    seed = bytearray(SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)])
+    for _ in range(fdp.ConsumeIntInRange(1, 16)):
+        action = fdp.ConsumeIntInRange(0, 3)
+        at = fdp.ConsumeIntInRange(0, len(seed) - 1)
+        if action == 0:
+            seed[at] = fdp.ConsumeInt(1) & 0xFF
+        elif action == 1:
+            seed[at : at + 4] = fdp.ConsumeBytes(4)
+        elif action == 2:
+            del seed[at : at + fdp.ConsumeIntInRange(1, 64)]
+        else:
+            seed[at:at] = fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 32))
+        if not seed:
+            break
+    return bytes(seed)
+
+
+def check(data: bytes, variant: int) -> None:
     try:
-        _C.decode(data, scale=1 + (len(data) % 4 == 0), max_pixels=MAX_PIXELS)
+        _C.decode(data, scale=(1, 2, 4, 8)[variant % 4], max_pixels=MAX_PIXELS)
     except ValueError:
         pass
-    _, errors = _C.preprocess_batch([data], 32, 32, exact=len(data) % 2 == 0, max_pixels=MAX_PIXELS, threads=1)
+    _, errors = _C.preprocess_batch([data], 32, 32, exact=variant % 2 == 0, max_pixels=MAX_PIXELS, threads=1)
     assert errors[0] is None or isinstance(errors[0], str)
+
+
+def test_one_input(data: bytes) -> None:
+    check(data, len(data))
+    if SEEDS and data:
+        check(mutate(data), data[0])
 
 
 def main() -> None:
     corpus = [a for a in sys.argv[1:] if not a.startswith("-")]
     for directory in corpus:
         seed_corpus(Path(directory))
+        SEEDS.extend(p.read_bytes() for p in sorted(Path(directory).iterdir()) if p.suffix in (".jpg", ".png"))
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 
