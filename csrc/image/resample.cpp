@@ -254,12 +254,21 @@ __attribute__((target("avx2"))) void vertical_u8_avx2(const Image8& src, const C
   }
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_pixels_u8_avx512(const Image8& src,
+                                                                                     int row0,
+                                                                                     const Coefficients& c,
+                                                                                     const MutableImage8& dst);
+
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(const Image8& src, int row0,
                                                                      const Coefficients& c,
                                                                      const MutableImage8& dst) {
   const int ch = src.channels;
+  if (ch >= 3) {
+    horizontal_pixels_u8_avx512(src, row0, c, dst);
+    return;
+  }
   const Expanded e = expand(c, ch, dst.width);
-  const int period = ch == 3 ? 3 : 1;  // 16-lane vectors before the channel pattern repeats
+  const int period = 1;  // 1 or 2 channels: every 16-lane vector starts on the same channel
   // mask[a][b]: lanes of accumulator a (bytes 16a .. 16a+15 mod 48) that hold channel b.
   __mmask16 mask[3][4] = {};
   for (int a = 0; a < period; ++a)
@@ -287,6 +296,53 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(c
         for (int a = 1; a < period; ++a) sum = _mm512_mask_add_epi32(sum, mask[a][b], sum, acc[a]);
         out[xx * ch + b] = clip8((1 << (kPrecisionBits - 1)) + _mm512_reduce_add_epi32(sum));
       }
+    }
+  }
+}
+
+// 3 or 4 channels: four pixels per vector with one int32 lane per channel (RGB is
+// widened to RGBX by a byte shuffle), so a single sum of the four 128-bit quarters
+// finishes every channel of an output pixel at once.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_pixels_u8_avx512(const Image8& src,
+                                                                                     int row0,
+                                                                                     const Coefficients& c,
+                                                                                     const MutableImage8& dst) {
+  const int ch = src.channels;
+  const int groups = (c.ksize + 3) / 4;  // four taps per vector
+  std::vector<int32_t> weights(static_cast<size_t>(dst.width) * groups * 16, 0);
+  for (int xx = 0; xx < dst.width; ++xx) {
+    const int32_t* k = &c.weights[static_cast<size_t>(xx) * c.ksize];
+    int32_t* w = &weights[static_cast<size_t>(xx) * groups * 16];
+    for (int x = 0; x < c.taps[xx]; ++x)
+      for (int b = 0; b < 4; ++b) w[4 * x + b] = k[x];
+  }
+  const __m128i rgb_to_rgbx = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+  const __m128i half = _mm_set1_epi32(1 << (kPrecisionBits - 1));
+  for (int y = 0; y < dst.height; ++y) {
+    const uint8_t* in = src.data + (row0 + y) * src.stride;
+    uint8_t* out = dst.data + y * dst.stride;
+    for (int xx = 0; xx < dst.width; ++xx) {
+      const int32_t* w = &weights[static_cast<size_t>(xx) * groups * 16];
+      const uint8_t* p = in + c.start[xx] * ch;
+      const int taps = c.taps[xx];
+      __m512i acc = _mm512_setzero_si512();
+      for (int t = 0; t < taps; t += 4, w += 16) {
+        const int n = std::min(4, taps - t);  // masked loads never read past the window
+        __m128i bytes;
+        if (ch == 4) {
+          bytes = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << (4 * n)) - 1), p + 4 * t);
+        } else {
+          bytes = _mm_shuffle_epi8(_mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << (3 * n)) - 1), p + 3 * t),
+                                   rgb_to_rgbx);
+        }
+        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(bytes), _mm512_loadu_si512(w)));
+      }
+      const __m256i half_sum = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+      __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(half_sum), _mm256_extracti128_si256(half_sum, 1));
+      sum = _mm_srai_epi32(_mm_add_epi32(sum, half), kPrecisionBits);
+      const __m128i packed = _mm_packus_epi16(_mm_packus_epi32(sum, sum), _mm_setzero_si128());
+      const uint32_t pixel = static_cast<uint32_t>(_mm_cvtsi128_si32(packed));
+      std::memcpy(out + xx * ch, &pixel, ch);
     }
   }
 }
