@@ -178,6 +178,62 @@ Expanded expand(const Coefficients& c, int channels, int out_count) {
 }
 
 // Sum of the 8 int32 lanes.
+// For 3 or 4 channels: per output pixel, each tap's weight repeated in 4 lanes
+// (one per RGBX channel), padded to a multiple of `taps_per_vector` taps.
+std::vector<int32_t> pixel_weights(const Coefficients& c, int out_count, int taps_per_vector, int* stride) {
+  const int groups = (c.ksize + taps_per_vector - 1) / taps_per_vector;
+  *stride = groups * taps_per_vector * 4;
+  std::vector<int32_t> weights(static_cast<size_t>(out_count) * *stride, 0);
+  for (int xx = 0; xx < out_count; ++xx) {
+    const int32_t* k = &c.weights[static_cast<size_t>(xx) * c.ksize];
+    int32_t* w = &weights[static_cast<size_t>(xx) * *stride];
+    for (int x = 0; x < c.taps[xx]; ++x)
+      for (int b = 0; b < 4; ++b) w[4 * x + b] = k[x];
+  }
+  return weights;
+}
+
+// Rounds, shifts, clamps and stores the RGBX sums of one output pixel (ch = 3 or 4 bytes).
+__attribute__((target("sse4.1"))) inline void store_pixel(__m128i sum, uint8_t* out, int ch) {
+  sum = _mm_srai_epi32(_mm_add_epi32(sum, _mm_set1_epi32(1 << (kPrecisionBits - 1))), kPrecisionBits);
+  const __m128i packed = _mm_packus_epi16(_mm_packus_epi32(sum, sum), _mm_setzero_si128());
+  const uint32_t pixel = static_cast<uint32_t>(_mm_cvtsi128_si32(packed));
+  std::memcpy(out, &pixel, ch);
+}
+
+// 3 or 4 channels: two pixels per vector, one int32 lane per channel (RGB widened
+// to RGBX by a byte shuffle); one sum of the two halves finishes the pixel.
+__attribute__((target("avx2"))) void horizontal_pixels_u8_avx2(const Image8& src, int row0, const Coefficients& c,
+                                                                const MutableImage8& dst) {
+  const int ch = src.channels;
+  int stride = 0;
+  const std::vector<int32_t> weights = pixel_weights(c, dst.width, 2, &stride);
+  const __m128i rgb_to_rgbx = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (int y = 0; y < dst.height; ++y) {
+    const uint8_t* in = src.data + (row0 + y) * src.stride;
+    uint8_t* out = dst.data + y * dst.stride;
+    for (int xx = 0; xx < dst.width; ++xx) {
+      const int32_t* w = &weights[static_cast<size_t>(xx) * stride];
+      const uint8_t* p = in + c.start[xx] * ch;
+      const int taps = c.taps[xx];
+      __m256i acc = _mm256_setzero_si256();
+      for (int t = 0; t < taps; t += 2, w += 8) {
+        uint64_t raw = 0;
+        if (t + 2 < taps) {
+          std::memcpy(&raw, p + t * ch, 8);  // stays inside the window: more pixels follow
+        } else {
+          std::memcpy(&raw, p + t * ch, static_cast<size_t>(std::min(2, taps - t) * ch));
+        }
+        __m128i bytes = _mm_cvtsi64_si128(static_cast<long long>(raw));
+        if (ch == 3) bytes = _mm_shuffle_epi8(bytes, rgb_to_rgbx);
+        const __m256i kk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(bytes), kk));
+      }
+      store_pixel(_mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1)), out + xx * ch, ch);
+    }
+  }
+}
+
 __attribute__((target("avx2"))) inline int32_t reduce_add_avx2(__m256i v) {
   __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -185,20 +241,21 @@ __attribute__((target("avx2"))) inline int32_t reduce_add_avx2(__m256i v) {
   return _mm_cvtsi128_si32(x);
 }
 
+// 1 or 2 channels: every 8-lane vector starts on channel 0, so lane j holds channel j % ch.
 __attribute__((target("avx2"))) void horizontal_u8_avx2(const Image8& src, int row0, const Coefficients& c,
                                                          const MutableImage8& dst) {
   const int ch = src.channels;
+  if (ch >= 3) {
+    horizontal_pixels_u8_avx2(src, row0, c, dst);
+    return;
+  }
   const Expanded e = expand(c, ch, dst.width);
-  // Accumulator v sums bytes 8v, 8v + 24, ... of the window: with 3 channels the channel
-  // of a lane repeats every 3 vectors, with 1, 2 or 4 channels every vector.
-  const int period = ch == 3 ? 3 : 1;
-  __m256i select[3][4];  // select[a][b]: all-ones in the lanes of accumulator a that hold channel b
-  for (int a = 0; a < period; ++a)
-    for (int b = 0; b < ch; ++b) {
-      alignas(32) int32_t lanes[8];
-      for (int j = 0; j < 8; ++j) lanes[j] = (8 * a + j) % ch == b ? -1 : 0;
-      select[a][b] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
-    }
+  __m256i select[2];  // select[b]: all-ones in the lanes that hold channel b
+  for (int b = 0; b < ch; ++b) {
+    alignas(32) int32_t lanes[8];
+    for (int j = 0; j < 8; ++j) lanes[j] = j % ch == b ? -1 : 0;
+    select[b] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+  }
   for (int y = 0; y < dst.height; ++y) {
     const uint8_t* in = src.data + (row0 + y) * src.stride;
     uint8_t* out = dst.data + y * dst.stride;
@@ -206,19 +263,16 @@ __attribute__((target("avx2"))) void horizontal_u8_avx2(const Image8& src, int r
       const int32_t* k = &e.weights[static_cast<size_t>(xx) * e.stride];
       const uint8_t* p = in + c.start[xx] * ch;
       const int bytes = c.taps[xx] * ch;
-      __m256i acc[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-      int i = 0, v = 0;
-      for (; i + 8 <= bytes; i += 8, v = (v + 1 == period) ? 0 : v + 1) {
+      __m256i acc = _mm256_setzero_si256();
+      int i = 0;
+      for (; i + 8 <= bytes; i += 8) {
         const __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + i)));
         const __m256i kk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i));
-        acc[v] = _mm256_add_epi32(acc[v], _mm256_mullo_epi32(px, kk));
+        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(px, kk));
       }
-      int32_t ss[4];
-      for (int b = 0; b < ch; ++b) {
-        __m256i sum = _mm256_and_si256(acc[0], select[0][b]);
-        for (int a = 1; a < period; ++a) sum = _mm256_add_epi32(sum, _mm256_and_si256(acc[a], select[a][b]));
-        ss[b] = (1 << (kPrecisionBits - 1)) + reduce_add_avx2(sum);
-      }
+      int32_t ss[2];
+      for (int b = 0; b < ch; ++b)
+        ss[b] = (1 << (kPrecisionBits - 1)) + reduce_add_avx2(_mm256_and_si256(acc, select[b]));
       for (; i < bytes; ++i) ss[i % ch] += p[i] * k[i];  // the window starts on a pixel
       for (int b = 0; b < ch; ++b) out[xx * ch + b] = clip8(ss[b]);
     }
@@ -259,6 +313,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_pixels_u8_a
                                                                                      const Coefficients& c,
                                                                                      const MutableImage8& dst);
 
+// 1 or 2 channels: every 16-lane vector starts on channel 0, so lane j holds channel j % ch.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(const Image8& src, int row0,
                                                                      const Coefficients& c,
                                                                      const MutableImage8& dst) {
@@ -268,11 +323,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(c
     return;
   }
   const Expanded e = expand(c, ch, dst.width);
-  const int period = 1;  // 1 or 2 channels: every 16-lane vector starts on the same channel
-  // mask[a][b]: lanes of accumulator a (bytes 16a .. 16a+15 mod 48) that hold channel b.
-  __mmask16 mask[3][4] = {};
-  for (int a = 0; a < period; ++a)
-    for (int j = 0; j < 16; ++j) mask[a][(16 * a + j) % ch] |= static_cast<__mmask16>(1u << j);
+  __mmask16 mask[2] = {};
+  for (int j = 0; j < 16; ++j) mask[j % ch] |= static_cast<__mmask16>(1u << j);
   for (int y = 0; y < dst.height; ++y) {
     const uint8_t* in = src.data + (row0 + y) * src.stride;
     uint8_t* out = dst.data + y * dst.stride;
@@ -280,69 +332,45 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(c
       const int32_t* k = &e.weights[static_cast<size_t>(xx) * e.stride];
       const uint8_t* p = in + c.start[xx] * ch;
       const int bytes = c.taps[xx] * ch;
-      __m512i acc[3] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-      int i = 0, v = 0;
-      for (; i + 16 <= bytes; i += 16, v = (v + 1 == period) ? 0 : v + 1) {
-        __m512i px = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
-        acc[v] = _mm512_add_epi32(acc[v], _mm512_mullo_epi32(px, _mm512_loadu_si512(k + i)));
+      __m512i acc = _mm512_setzero_si512();
+      for (int i = 0; i < bytes; i += 16) {  // masked loads never read past the window
+        const __mmask16 m = bytes - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                            : static_cast<__mmask16>((1u << (bytes - i)) - 1);
+        const __m512i px = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p + i));
+        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(px, _mm512_maskz_loadu_epi32(m, k + i)));
       }
-      if (i < bytes) {  // tail: masked load, never reads past the window
-        const __mmask16 tail = static_cast<__mmask16>((1u << (bytes - i)) - 1);
-        __m512i px = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tail, p + i));
-        acc[v] = _mm512_add_epi32(acc[v], _mm512_mullo_epi32(px, _mm512_maskz_loadu_epi32(tail, k + i)));
-      }
-      for (int b = 0; b < ch; ++b) {
-        __m512i sum = _mm512_maskz_mov_epi32(mask[0][b], acc[0]);
-        for (int a = 1; a < period; ++a) sum = _mm512_mask_add_epi32(sum, mask[a][b], sum, acc[a]);
-        out[xx * ch + b] = clip8((1 << (kPrecisionBits - 1)) + _mm512_reduce_add_epi32(sum));
-      }
+      for (int b = 0; b < ch; ++b)
+        out[xx * ch + b] = clip8((1 << (kPrecisionBits - 1)) + _mm512_mask_reduce_add_epi32(mask[b], acc));
     }
   }
 }
 
-// 3 or 4 channels: four pixels per vector with one int32 lane per channel (RGB is
-// widened to RGBX by a byte shuffle), so a single sum of the four 128-bit quarters
-// finishes every channel of an output pixel at once.
+// 3 or 4 channels: four pixels per vector, one int32 lane per channel (RGB widened
+// to RGBX by a byte shuffle); one sum of the four quarters finishes the pixel.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_pixels_u8_avx512(const Image8& src,
                                                                                      int row0,
                                                                                      const Coefficients& c,
                                                                                      const MutableImage8& dst) {
   const int ch = src.channels;
-  const int groups = (c.ksize + 3) / 4;  // four taps per vector
-  std::vector<int32_t> weights(static_cast<size_t>(dst.width) * groups * 16, 0);
-  for (int xx = 0; xx < dst.width; ++xx) {
-    const int32_t* k = &c.weights[static_cast<size_t>(xx) * c.ksize];
-    int32_t* w = &weights[static_cast<size_t>(xx) * groups * 16];
-    for (int x = 0; x < c.taps[xx]; ++x)
-      for (int b = 0; b < 4; ++b) w[4 * x + b] = k[x];
-  }
+  int stride = 0;
+  const std::vector<int32_t> weights = pixel_weights(c, dst.width, 4, &stride);
   const __m128i rgb_to_rgbx = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
-  const __m128i half = _mm_set1_epi32(1 << (kPrecisionBits - 1));
   for (int y = 0; y < dst.height; ++y) {
     const uint8_t* in = src.data + (row0 + y) * src.stride;
     uint8_t* out = dst.data + y * dst.stride;
     for (int xx = 0; xx < dst.width; ++xx) {
-      const int32_t* w = &weights[static_cast<size_t>(xx) * groups * 16];
+      const int32_t* w = &weights[static_cast<size_t>(xx) * stride];
       const uint8_t* p = in + c.start[xx] * ch;
       const int taps = c.taps[xx];
       __m512i acc = _mm512_setzero_si512();
       for (int t = 0; t < taps; t += 4, w += 16) {
         const int n = std::min(4, taps - t);  // masked loads never read past the window
-        __m128i bytes;
-        if (ch == 4) {
-          bytes = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << (4 * n)) - 1), p + 4 * t);
-        } else {
-          bytes = _mm_shuffle_epi8(_mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << (3 * n)) - 1), p + 3 * t),
-                                   rgb_to_rgbx);
-        }
+        __m128i bytes = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << (n * ch)) - 1), p + t * ch);
+        if (ch == 3) bytes = _mm_shuffle_epi8(bytes, rgb_to_rgbx);
         acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(bytes), _mm512_loadu_si512(w)));
       }
-      const __m256i half_sum = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-      __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(half_sum), _mm256_extracti128_si256(half_sum, 1));
-      sum = _mm_srai_epi32(_mm_add_epi32(sum, half), kPrecisionBits);
-      const __m128i packed = _mm_packus_epi16(_mm_packus_epi32(sum, sum), _mm_setzero_si128());
-      const uint32_t pixel = static_cast<uint32_t>(_mm_cvtsi128_si32(packed));
-      std::memcpy(out + xx * ch, &pixel, ch);
+      const __m256i half = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+      store_pixel(_mm_add_epi32(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1)), out + xx * ch, ch);
     }
   }
 }
