@@ -52,7 +52,7 @@ void apply_orientation(Decoded& image) {
   const int w = image.width, h = image.height, c = image.channels;
   const bool swap = o >= 5;
   const int ow = swap ? h : w, oh = swap ? w : h;
-  std::vector<uint8_t> out(image.pixels.size());
+  PixelBuffer out(image.pixels.size());
   for (int y = 0; y < oh; ++y) {
     for (int x = 0; x < ow; ++x) {
       int sx = x, sy = y;
@@ -88,7 +88,7 @@ void check_size(uint64_t width, uint64_t height, const Limits& limits) {
 }
 
 // Composite interleaved RGBA over `bg` into RGB (in place, shrinking the buffer).
-void composite_rgba(std::vector<uint8_t>& pixels, size_t count, const uint8_t bg[3]) {
+void composite_rgba(PixelBuffer& pixels, size_t count, const uint8_t bg[3]) {
   for (size_t i = 0; i < count; ++i) {
     const uint8_t* in = &pixels[i * 4];
     const int a = in[3];

@@ -16,10 +16,31 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mmserve::image {
+
+// A byte vector whose resize() leaves new bytes uninitialised: decoders and
+// resamplers overwrite every byte, and zero-filling megabytes costs a pass.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using PixelBuffer = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;
 
 class DecodeError : public std::runtime_error {
  public:
@@ -48,7 +69,7 @@ struct Decoded {
   bool cmyk = false;
   Resample resample = Resample::Convolution;
   int orientation = 1;  // EXIF orientation tag (1..8); already applied to `pixels`
-  std::vector<uint8_t> pixels;  // height x width x channels
+  PixelBuffer pixels;  // height x width x channels
 };
 
 struct DecodeOptions {

@@ -66,7 +66,7 @@ void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& 
     resize_into(MutableImage8{out, options.crop, options.crop, 3, stride});
     return;
   }
-  std::vector<uint8_t> cropped(static_cast<size_t>(options.crop) * options.crop * image.channels);
+  PixelBuffer cropped(static_cast<size_t>(options.crop) * options.crop * image.channels);
   const std::ptrdiff_t cropped_stride = static_cast<std::ptrdiff_t>(options.crop) * image.channels;
   resize_into(MutableImage8{cropped.data(), options.crop, options.crop, image.channels, cropped_stride});
   for (int y = 0; y < options.crop; ++y) {

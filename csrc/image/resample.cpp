@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "cpu/cpu_features.h"
+#include "image/decode.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -514,7 +515,7 @@ void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const Mu
 
   Coefficients h = precompute(src.width, g.resize_width, g.crop_x, g.crop_width, def);
   Coefficients v = precompute(src.height, g.resize_height, g.crop_y, g.crop_height, def);
-  std::vector<uint8_t> temp;
+  PixelBuffer temp;
   if (horizontal_first) {
     // Horizontal pass over the source rows the vertical pass will read.
     const int row_first = v.start.front();
