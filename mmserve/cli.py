@@ -39,7 +39,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from mmserve.cpu import cpu_features
+    from mmserve.cpu import cpu_features, resample_kernel
     from mmserve.export import is_current
     from mmserve.model import ClipModelInfo
 
@@ -55,6 +55,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     exported = is_current(settings.model_dir, settings.export_dir())
     print(f"ONNX export       {settings.export_dir()} ({'current' if exported else 'missing: run mmserve export'})")
     print(f"cpu features      {' '.join(cpu_features())}")
+    print(f"resample kernels  {resample_kernel()}")
     return 0
 
 

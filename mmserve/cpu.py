@@ -12,3 +12,8 @@ def cpu_features() -> list[str]:
 
 def build_info() -> dict[str, object]:
     return dict(_C.build_info())
+
+
+def resample_kernel() -> str:
+    """The image resampling kernels chosen for this CPU: "avx512", "avx2" or "scalar"."""
+    return str(_C.active_resample_kernel())

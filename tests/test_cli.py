@@ -30,6 +30,7 @@ def test_info_shows_model_facts(bundled_settings):
     result = run_cli("info", settings=bundled_settings)
     assert result.returncode == 0, result.stderr
     assert "context length    77" in result.stdout
+    assert "resample kernels" in result.stdout
     assert "current" in result.stdout
 
 
