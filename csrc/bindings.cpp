@@ -13,6 +13,7 @@
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "image/resample.h"
+#include "tokenizer/clip_tokenizer.h"
 
 namespace py = pybind11;
 
@@ -161,6 +162,31 @@ py::tuple decode_image(const py::handle& data, int scale, bool exif, std::array<
   return py::make_tuple(pixels, info);
 }
 
+py::tuple tokenize_batch(const mmserve::tokenizer::ClipTokenizer& tokenizer, const py::sequence& texts,
+                         int context, int threads) {
+  if (context < 2) throw py::value_error("context length must be at least 2");
+  std::vector<std::string> owned;
+  owned.reserve(py::len(texts));
+  for (size_t i = 0; i < py::len(texts); ++i) {
+    py::handle item = texts[i];
+    if (py::isinstance<py::str>(item)) owned.push_back(item.cast<std::string>());
+    else if (py::isinstance<py::bytes>(item)) owned.push_back(std::string(py::reinterpret_borrow<py::bytes>(item)));
+    else throw py::type_error("text " + std::to_string(i) + ": expected str or bytes");
+  }
+  py::array_t<int32_t> ids({static_cast<py::ssize_t>(owned.size()), static_cast<py::ssize_t>(context)});
+  py::array_t<int32_t> lengths(static_cast<py::ssize_t>(owned.size()));
+  int32_t* ids_ptr = ids.mutable_data();
+  int32_t* lengths_ptr = lengths.mutable_data();
+  std::vector<std::string> errors;
+  {
+    py::gil_scoped_release release;
+    errors = tokenizer.encode_batch(owned, context, ids_ptr, lengths_ptr, threads);
+  }
+  for (size_t i = 0; i < errors.size(); ++i)
+    if (!errors[i].empty()) throw py::value_error("text " + std::to_string(i) + ": " + errors[i]);
+  return py::make_tuple(ids, lengths);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -224,6 +250,23 @@ PYBIND11_MODULE(_C, m) {
         "Decode one JPEG/PNG to uint8 [H, W(, C)] plus facts about it (cmyk, nearest, orientation).");
   m.def("fast_path_denominator", &mmserve::image::fast_path_denominator, py::arg("width"), py::arg("height"),
         py::arg("target"), "The JPEG DCT scale denominator the fast path uses (1 = full decode).");
+  py::class_<mmserve::tokenizer::ClipTokenizer>(m, "ClipTokenizer")
+      .def(py::init<std::unordered_map<std::string, int32_t>, const std::vector<std::pair<std::string, std::string>>&,
+                    int32_t, int32_t>(),
+           py::arg("vocabulary"), py::arg("merges"), py::arg("start_id"), py::arg("end_id"))
+      .def("encode", &mmserve::tokenizer::ClipTokenizer::encode, py::arg("text"),
+           py::call_guard<py::gil_scoped_release>(), "BPE ids of one text (no start/end tokens).")
+      .def(
+          "clean",
+          [](const mmserve::tokenizer::ClipTokenizer& t, const std::string& text) {
+            std::u32string cleaned = t.clean(text);
+            return py::reinterpret_steal<py::str>(PyUnicode_FromKindAndData(
+                PyUnicode_4BYTE_KIND, cleaned.data(), static_cast<py::ssize_t>(cleaned.size())));
+          },
+          py::arg("text"), "The text after html unescape, whitespace collapse and lowercase.")
+      .def("encode_batch", &tokenize_batch, py::arg("texts"), py::arg("context_length"), py::arg("threads") = 0,
+           "int32 ids [N, context_length] (start, ids, end, zeros; truncation keeps end) and each row's length "
+           "up to and including end-of-text, on a thread pool with the GIL released.");
   m.def("active_resample_kernel", &mmserve::image::active_resample_kernel,
         "The resampling kernel set chosen for this CPU: avx512, avx2 or scalar.");
 }

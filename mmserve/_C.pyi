@@ -62,3 +62,18 @@ def decode(
 
 def fast_path_denominator(width: int, height: int, target: int) -> int:
     """JPEG DCT scale denominator the fast path uses (1 = full decode)."""
+
+class ClipTokenizer:
+    """open_clip's SimpleTokenizer pipeline (without ftfy) in C++."""
+
+    def __init__(
+        self, vocabulary: dict[str, int], merges: list[tuple[str, str]], start_id: int, end_id: int
+    ) -> None: ...
+    def encode(self, text: str) -> list[int]:
+        """BPE ids of one text (no start/end tokens)."""
+    def clean(self, text: str) -> str:
+        """The text after html unescape, whitespace collapse and lowercase."""
+    def encode_batch(
+        self, texts: list[str | bytes], context_length: int, threads: int = 0
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """ids [N, context_length] and lengths up to and including end-of-text (GIL released)."""

@@ -54,10 +54,14 @@ def main() -> None:
     letter = regex.compile(r"[\p{L}]", regex.IGNORECASE)
     number = regex.compile(r"[\p{N}]", regex.IGNORECASE)
     space = regex.compile(r"\s", regex.IGNORECASE)
+    # Not simply the complement of the three classes: under IGNORECASE the regex module
+    # also excludes characters whose case variants are letters (e.g. U+0345).
+    other = regex.compile(r"[^\s\p{L}\p{N}]", regex.IGNORECASE)
     letters = ranges(lambda c: letter.fullmatch(c) is not None)
     numbers = ranges(lambda c: number.fullmatch(c) is not None)
     regex_spaces = ranges(lambda c: space.fullmatch(c) is not None)
     str_spaces = ranges(str.isspace)
+    others = ranges(lambda c: other.fullmatch(c) is not None)
     lower = [(cp, chr(cp).lower()) for cp in range(MAX_CODE_POINT + 1)
              if not (0xD800 <= cp <= 0xDFFF) and chr(cp).lower() != chr(cp)]
     # Characters that match the contraction letters under IGNORECASE (e.g. U+017F long s).
@@ -81,6 +85,7 @@ def main() -> None:
         emit_ranges("kLetterRanges", letters),
         emit_ranges("kNumberRanges", numbers),
         emit_ranges("kRegexSpaceRanges", regex_spaces),
+        emit_ranges("kOtherRanges", others),
         emit_ranges("kStrSpaceRanges", str_spaces),
         "inline constexpr LowerEntry kLowercase[] = {\n"
         + ",\n".join(f"    {{0x{cp:X}, {cpp_string(low)}}}" for cp, low in lower)

@@ -65,3 +65,36 @@ def test_trim_padding_cuts_after_the_last_end_of_text(tokenizer):
     assert np.array_equal(trimmed, tokens[:, : trimmed.shape[1]])
     with pytest.raises(ValueError, match="end-of-text"):
         trim_padding(np.zeros((1, 5), dtype=np.int32), 49407)
+
+
+def test_lengths_count_up_to_end_of_text(tokenizer):
+    ids, lengths = tokenizer.tokenize(["a red circle", "", "word " * 100])
+    assert lengths.tolist() == [5, 2, 77]
+    for row, length in zip(ids, lengths):
+        assert row[length - 1] == 49407 and not row[length:].any()
+
+
+def test_invalid_utf8_names_the_text(tokenizer):
+    with pytest.raises(ValueError, match=r"text 1: invalid UTF-8 at byte 2"):
+        tokenizer._core.encode_batch([b"fine", b"ok\xff"], 77)
+
+
+def test_reference_quirks_are_reproduced(tokenizer, reference):
+    # Final sigma (str.lower), U+0345 skipped by the IGNORECASE split, long s as a contraction,
+    # html entities with and without ';', invalid numeric references, the specials spelled out.
+    for text in ["ΟΔΟΣ ΣΑ AΣ.", "a\u0345b *\u0345", "it'ſ", "&ampx &amp &#0; &#xD800; &#1114112; &#128;",
+                 "<end_of_text>", "İstanbul"]:
+        assert np.array_equal(tokenizer([text]), reference([text], context_length=77).numpy()), text
+
+
+def test_strict_mode_applies_ftfy_first(bundled_model_dir, reference):
+    strict = ClipTokenizer.from_model_dir(bundled_model_dir, strict=True)
+    text = "\u01c5 ligature and mojibake Ã©"
+    assert np.array_equal(strict([text]), reference([text], context_length=77).numpy())
+
+
+def test_batches_are_identical_on_any_thread_count(bundled_model_dir):
+    texts = [f"caption number {i} with some words" for i in range(200)]
+    one = ClipTokenizer.from_model_dir(bundled_model_dir, threads=1)(texts)
+    many = ClipTokenizer.from_model_dir(bundled_model_dir, threads=4)(texts)
+    assert np.array_equal(one, many)
