@@ -98,3 +98,50 @@ def test_batches_are_identical_on_any_thread_count(bundled_model_dir):
     one = ClipTokenizer.from_model_dir(bundled_model_dir, threads=1)(texts)
     many = ClipTokenizer.from_model_dir(bundled_model_dir, threads=4)(texts)
     assert np.array_equal(one, many)
+
+
+PIECES = {
+    "ascii prose": ["the quick brown fox", "jumps over", "a lazy dog.", "Hello, World!", "CLIP models"],
+    "contractions": ["should've", "y'all", "I'd", "we'll", "they're", "can't", "it's", "o'clock", "'tis"],
+    "accented latin": ["naïve", "café", "résumé", "Ångström", "straße", "Łódź", "ÉCOLE", "coöperate"],
+    "greek": ["ΟΔΟΣ", "αλφάβητο", "Σοφία", "ΣΑΣ.", "ἀρχή"],
+    "cyrillic": ["Привет", "мир", "ЁЛКА", "съешь"],
+    "cjk": ["日本語", "中文字符", "한국어", "カタカナ", "ひらがな"],
+    "emoji": ["🙂", "🚀🚀", "👨‍👩‍👧", "🏳️‍🌈", "👍🏽", "❤️"],
+    "digits": ["0", "12345", "3.14159", "2026-11-26", "١٢٣", "½"],
+    "punctuation": ["!!!", "?!", "...", "—", "(*&^%$#@)", "«»", "“quoted”", "--", ";;"],
+    "html": ["&amp;", "&lt;b&gt;", "&#39;", "&#x41;", "&quot;x&quot;", "&nbsp;", "&ampx", "&#0;", "&notin;"],
+    "whitespace": [" ", "  ", "\t", "\n", "\u00a0", "\u2003", "\r\n"],
+}
+
+
+def corpus(count: int, seed: int = 20261126):
+    """`count` strings mixing every piece kind, some longer than the context."""
+    import random
+
+    rng = random.Random(seed)
+    kinds = list(PIECES)
+    for i in range(count):
+        length = rng.choice([1, 3, 8, 20, 120]) if i % 50 else 400
+        yield " ".join(rng.choice(PIECES[rng.choice(kinds)]) for _ in range(rng.randint(1, length)))
+
+
+@pytest.mark.slow
+def test_matches_open_clip_on_100000_strings(tokenizer, reference):
+    import ftfy
+
+    texts = []
+    for text in corpus(400_000):  # about 55% are left unchanged by ftfy
+        if ftfy.fix_text(text) == text:  # mmserve does not reproduce ftfy (documented)
+            texts.append(text)
+        if len(texts) == 100_000:
+            break
+    assert len(texts) == 100_000
+    mismatches = []
+    for start in range(0, len(texts), 5000):
+        chunk = texts[start : start + 5000]
+        got = tokenizer(chunk)
+        want = reference(chunk, context_length=77).numpy()
+        rows = np.nonzero((got != want).any(axis=1))[0]
+        mismatches += [chunk[r] for r in rows]
+    assert not mismatches, mismatches[:5]
