@@ -40,10 +40,33 @@ bool in_ranges(char32_t c, const CodeRange (&table)[N]) {
   return it != std::begin(table) && c <= (it - 1)->last;
 }
 
-bool is_letter(char32_t c) { return in_ranges(c, kLetterRanges); }
-bool is_number(char32_t c) { return in_ranges(c, kNumberRanges); }
-bool is_other(char32_t c) { return in_ranges(c, kOtherRanges); }  // [^\s\p{L}\p{N}]
-bool is_str_space(char32_t c) { return in_ranges(c, kStrSpaceRanges); }
+// ASCII answers from a table (most text), the rest by binary search of the ranges.
+enum : uint8_t { kLetter = 1, kNumber = 2, kOther = 4, kStrSpace = 8 };
+
+struct AsciiClasses {
+  uint8_t bits[128] = {};
+  AsciiClasses() {
+    for (char32_t c = 0; c < 128; ++c) {
+      bits[c] = static_cast<uint8_t>((in_ranges(c, kLetterRanges) ? kLetter : 0) |
+                                     (in_ranges(c, kNumberRanges) ? kNumber : 0) |
+                                     (in_ranges(c, kOtherRanges) ? kOther : 0) |
+                                     (in_ranges(c, kStrSpaceRanges) ? kStrSpace : 0));
+    }
+  }
+};
+
+const AsciiClasses& ascii_classes() {
+  static const AsciiClasses table;
+  return table;
+}
+
+bool is_letter(char32_t c) { return c < 128 ? ascii_classes().bits[c] & kLetter : in_ranges(c, kLetterRanges); }
+bool is_number(char32_t c) { return c < 128 ? ascii_classes().bits[c] & kNumber : in_ranges(c, kNumberRanges); }
+// [^\s\p{L}\p{N}] as the regex module sees it under IGNORECASE.
+bool is_other(char32_t c) { return c < 128 ? ascii_classes().bits[c] & kOther : in_ranges(c, kOtherRanges); }
+bool is_str_space(char32_t c) {
+  return c < 128 ? ascii_classes().bits[c] & kStrSpace : in_ranges(c, kStrSpaceRanges);
+}
 
 std::u32string decode_utf8(std::string_view s) {
   std::u32string out;
@@ -210,6 +233,10 @@ std::u32string python_lower(const std::u32string& s) {
         final_sigma = k == s.size() || !is_cased(s[k]);
       }
       out.push_back(final_sigma ? U'\u03C2' : U'\u03C3');
+      continue;
+    }
+    if (c < 128) {
+      out.push_back(c >= U'A' && c <= U'Z' ? c + 32 : c);
       continue;
     }
     auto it = t.lower.find(c);
