@@ -76,6 +76,9 @@ struct DecodeOptions {
   Limits limits;
   // JPEG only: decode at 1/scale_denominator size in the DCT domain (1, 2, 4, 8).
   int scale_denominator = 1;
+  // JPEG only, when > 0: choose the scale from the stored size instead, with
+  // fast_path_denominator(width, height, fast_path_target).
+  int fast_path_target = 0;
   bool apply_exif_orientation = true;
 };
 
@@ -88,6 +91,10 @@ struct Header {
 Header read_header(const uint8_t* data, size_t size, const Limits& limits);
 
 Decoded decode(const uint8_t* data, size_t size, const DecodeOptions& options);
+
+// The DCT scale denominator for a JPEG of this size (1 = none): the largest of
+// 2, 4, 8 that keeps the short side at least twice the target.
+int fast_path_denominator(int width, int height, int target);
 
 // Pillow's CMYK -> RGB (Convert.c cmyk2rgb) on inverted-CMYK pixels.
 void cmyk_to_rgb(const uint8_t* cmyk, uint8_t* rgb, size_t pixels);

@@ -8,19 +8,6 @@
 
 namespace mmserve::image {
 
-int fast_path_denominator(int width, int height, int target) {
-  // The scaled image keeps at least twice the target on its short side, so the
-  // bicubic resize still does the final antialiasing: scaling closer to the
-  // target cost up to 0.006 of embedding cosine on photos (measured).
-  const int shortest = std::min(width, height);
-  if (target <= 0) return 1;
-  for (int d : {8, 4, 2}) {
-    // libjpeg's scaled size is ceil(side / d).
-    if ((shortest + d - 1) / d >= 2 * target) return d;
-  }
-  return 1;
-}
-
 void resize_crop_nearest(const Image8& src, const ResizeCrop& g, const MutableImage8& dst) {
   // Pillow's ImagingScaleAffine: positions accumulate by repeated addition in
   // double, starting half a step in, and truncate; reproduced step by step.
@@ -47,11 +34,7 @@ void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& 
   if (options.resize_shortest_edge <= 0 || options.crop <= 0 || options.crop > options.resize_shortest_edge)
     throw std::invalid_argument("need 0 < crop <= resize_shortest_edge");
   DecodeOptions decoding = options.decode;
-  if (!options.exact) {
-    const Header header = read_header(data, size, decoding.limits);
-    if (header.format == Format::Jpeg)
-      decoding.scale_denominator = fast_path_denominator(header.width, header.height, options.resize_shortest_edge);
-  }
+  if (!options.exact) decoding.fast_path_target = options.resize_shortest_edge;
   const Decoded image = decode(data, size, decoding);
   const ResizeCrop g =
       shortest_side_center_crop(image.width, image.height, options.resize_shortest_edge, options.crop);

@@ -26,9 +26,6 @@ struct PreprocessOptions {
   DecodeOptions decode;
 };
 
-// The DCT scale denominator the fast path uses for a JPEG of this size (1 = none).
-int fast_path_denominator(int width, int height, int target);
-
 // Writes crop x crop x 3 bytes at `out` (rows `stride` bytes apart).
 // Throws DecodeError (bad data) or std::invalid_argument (bad options).
 void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& options, uint8_t* out,
