@@ -30,10 +30,13 @@ $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	# torch: the CPU build pinned in constraints.txt (training and export only).
 	$(PIP_INSTALL) scikit-build-core pybind11 cmake ninja \
 	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
-	    torch transformers safetensors onnx onnxscript ftfy pytest hypothesis
+	    torch transformers safetensors onnx onnxscript ftfy pytest hypothesis \
+	    "tritonclient[grpc,http]" usearch
 	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.
 	# matplotlib, scikit-image, scikit-learn: their sample photos feed the image parity tests.
 	$(PIP_INSTALL) --no-deps open_clip_torch matplotlib scikit-image scikit-learn
+	# nvidia-pytriton: only its tritonserver binary is used (its Python API's deps are not needed).
+	$(PIP_INSTALL) --no-deps nvidia-pytriton
 	@touch $@
 
 $(STAMPS)/install: $(STAMPS)/deps $(CPP_SOURCES)

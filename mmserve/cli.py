@@ -1,6 +1,8 @@
 """`mmserve` command line.
 
     mmserve info                 what model, runtime and CPU features are in use
+    mmserve build [MODEL_DIR]    write the Triton model repository
+    mmserve serve                start Triton on the repository (building it first if missing)
     mmserve export               export the model's towers to ONNX (needs the train extra)
     mmserve demo                 end-to-end demo on a synthetic gallery
     mmserve quality              held-out quality figures of the model
@@ -17,6 +19,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +75,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     export_towers(settings.model_dir, out, force=args.force)
     print(f"towers of {settings.model_dir} in {out} ({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+def _repository_options(args: argparse.Namespace, settings: Settings):
+    from mmserve.serving.repository import RepositoryOptions
+
+    return RepositoryOptions.from_settings(
+        settings,
+        max_batch_size=args.max_batch_size,
+        tower_queue_delay_us=args.queue_delay_us,
+        max_queue_size=args.max_queue_size,
+        tower_instances=args.tower_instances,
+        preprocess_instances=args.preprocess_instances,
+        preprocess_threads=args.preprocess_threads,
+        precision=args.precision,
+        exact_preprocessing=True if args.exact else None,
+    )
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> Path:
+    from mmserve.serving.repository import build_repository
+
+    t = time.perf_counter()
+    out = build_repository(settings, args.repository, _repository_options(args, settings))
+    print(f"model repository for {settings.model_dir} written to {out} ({time.perf_counter() - t:.1f} s)")
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.model:
+        args.model_dir = args.model
+    _build(args, _settings(args))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mmserve.serving.server import TritonServer
+
+    settings = _settings(args)
+    if args.rebuild or not (args.repository / "embed_image" / "config.pbtxt").is_file():
+        _build(args, settings)
+    server = TritonServer(
+        repository=args.repository.resolve(), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, admin_key=args.admin_key, cache_dir=settings.cache_dir,
+        log_verbose=args.log_verbose,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    t = time.perf_counter()
+    print(f"starting tritonserver on {args.repository} ...", flush=True)
+    server.start(timeout_s=args.start_timeout)
+    print(f"ready in {time.perf_counter() - t:.1f} s\n"
+          f"  gRPC     {server.grpc_url}\n  HTTP     {server.http_url}\n  metrics  {server.metrics_url}\n"
+          f"models: embed_image, embed_text (ensembles); image_tower, text_tower, image_preprocess, text_tokenize\n"
+          "Ctrl-C stops the server.", flush=True)
+    while not stop.wait(0.5):
+        if server.process is None or server.process.poll() is not None:
+            code = server.stop()
+            print(f"tritonserver exited with status {code}", file=sys.stderr)
+            return 1
+    print("shutting down ...", flush=True)
+    code = server.stop()
+    print(f"tritonserver stopped (status {code})", flush=True)
     return 0
 
 
@@ -136,6 +203,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: the cache, keyed by the weights)")
     p.add_argument("--force", action="store_true", help="export even when a current export exists")
     p.set_defaults(func=cmd_export)
+    build = argparse.ArgumentParser(add_help=False)
+    build.add_argument("--repository", type=Path, default=Path("model_repository"),
+                       help="model repository directory (default ./model_repository)")
+    build.add_argument("--max-batch-size", type=int, help="largest batch per model (default 64)")
+    build.add_argument("--queue-delay-us", type=int,
+                       help="dynamic batching: how long a tower waits to fill a batch (default 2000)")
+    build.add_argument("--max-queue-size", type=int,
+                       help="requests queued per model before new ones are refused (default 256)")
+    build.add_argument("--tower-instances", type=int, help="processes per tower (default 1)")
+    build.add_argument("--preprocess-instances", type=int, help="image_preprocess processes (default 1)")
+    build.add_argument("--preprocess-threads", type=int, help="decode threads per instance (default: all cores)")
+    build.add_argument("--precision", choices=("auto", "f32"), help="tower precision (default auto)")
+    build.add_argument("--exact", action="store_true",
+                       help="bit-exact Pillow preprocessing (no reduced-scale JPEG decode)")
+    p = sub.add_parser("build", parents=[common, build], help="write the Triton model repository",
+                       description="Export the model's towers (if needed) and write a Triton model repository. "
+                       "--threads sets the runtime threads per tower instance.")
+    p.add_argument("model", nargs="?", type=Path, help="CLIP model directory (default: the bundled model)")
+    p.set_defaults(func=cmd_build)
+    p = sub.add_parser("serve", parents=[common, build], help="start Triton on the model repository",
+                       description="Start tritonserver on the repository, building it first when it does not "
+                       "exist. Binds 127.0.0.1 unless --host says otherwise. Admin APIs (model repository, "
+                       "shared memory, logging, trace) are closed unless --admin-key is given.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    p.add_argument("--admin-key", help="open the admin APIs to requests with header "
+                   "'mmserve-admin-key: KEY' (default: closed)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it exists")
+    p.add_argument("--log-verbose", type=int, default=0, help="tritonserver verbose log level (default 0)")
+    p.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("demo", parents=[common], help="end-to-end demo on a synthetic gallery")
     p.add_argument("--workdir", default="build/demo", help="where the gallery is written (default build/demo)")
     p.add_argument("--gallery-size", type=int, default=300, help="gallery images (default 300)")

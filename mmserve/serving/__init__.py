@@ -1,0 +1,1 @@
+"""Serving through Triton: the model repository, the server launcher and the Python models."""

@@ -1,0 +1,53 @@
+"""Triton model `text_tokenize`: UTF-8 bytes -> CLIP token ids `[context length]` and lengths.
+
+Texts longer than the context are truncated (the end-of-text token is kept),
+as CLIP does. Bytes that are not valid UTF-8 fail their own request.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from mmserve.serving.models import ModelArgs, invalid_input
+from mmserve.tokenizer import ClipTokenizer
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        model = ModelArgs(args)
+        self.tokenizer = ClipTokenizer.from_model_dir(model.version_dir / "clip")
+
+    def execute(self, requests):
+        texts: list[str] = []
+        spans: list[tuple[int, int] | str] = []
+        for request in requests:
+            items = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
+            decoded, error = _decode_all(items)
+            if error is not None:
+                spans.append(error)
+                continue
+            spans.append((len(texts), len(texts) + len(decoded)))
+            texts.extend(decoded)
+        ids, lengths = self.tokenizer.tokenize(texts) if texts else (None, None)
+        responses = []
+        for span in spans:
+            if isinstance(span, str):
+                responses.append(invalid_input(pb_utils, span))
+                continue
+            start, end = span
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("token_ids", ids[start:end]),
+                pb_utils.Tensor("lengths", np.ascontiguousarray(lengths[start:end].reshape(-1, 1))),
+            ]))
+        return responses
+
+
+def _decode_all(items) -> tuple[list[str], str | None]:
+    decoded = []
+    for index, item in enumerate(items):
+        try:
+            decoded.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
+        except UnicodeDecodeError as error:
+            return [], f"text {index}: invalid UTF-8 at byte {error.start} ({error.reason})"
+    return decoded, None

@@ -1,0 +1,141 @@
+"""`mmserve build`: write a Triton model repository for a CLIP model directory.
+
+    image_preprocess   BYTES image -> uint8 pixels            (C++ decode/resize/crop)
+    image_tower        uint8 pixels -> embedding              (exported ONNX on a CPU runtime)
+    embed_image        ensemble: image_preprocess -> image_tower
+    text_tokenize      BYTES UTF-8 -> token ids + lengths     (C++ CLIP BPE)
+    text_tower         token ids -> embedding
+    embed_text         ensemble: text_tokenize -> text_tower
+
+The configs come from `templates/*.pbtxt`; each Python model's `model.py` is a
+one-line import of its class in `mmserve.serving.models`. The repository is
+self-contained: the ONNX towers and the model's tokenizer/preprocessor files
+are copied (hard-linked where possible) into the version directories.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from mmserve.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
+from mmserve.model import ClipModelInfo
+from mmserve.settings import Settings
+
+PYTHON_MODELS = {
+    "image_preprocess": "mmserve.serving.models.image_preprocess",
+    "text_tokenize": "mmserve.serving.models.text_tokenize",
+    "image_tower": "mmserve.serving.models.tower",
+    "text_tower": "mmserve.serving.models.tower",
+}
+ENSEMBLES = ("embed_image", "embed_text")
+# Small files of a CLIP directory that preprocessing and tokenization read (never the weights).
+MODEL_INFO_FILES = (
+    "config.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
+    "vocab.json", "merges.txt", "bpe_simple_vocab_16e6.txt.gz",
+)
+MODEL_INFO_DIR = "clip"
+
+
+class RepositoryOptions(BaseModel):
+    """Serving knobs written into the configs. Defaults measured on a 2-core CPU (README, Serving)."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=1024, description="Largest batch any model runs.")
+    tower_queue_delay_us: int = Field(
+        default=2000, ge=0, description="How long a tower waits to fill a batch once a request is queued."
+    )
+    preprocess_queue_delay_us: int = Field(default=500, ge=0, description="The same for decode and tokenize.")
+    max_queue_size: int = Field(
+        default=256, ge=1, description="Requests queued per model before new ones are refused (overload)."
+    )
+    tower_instances: int = Field(default=1, ge=1, description="Processes per tower.")
+    tower_threads: int = Field(default=0, ge=0, description="Runtime threads per tower instance (0: all cores).")
+    preprocess_instances: int = Field(default=1, ge=1, description="image_preprocess processes.")
+    preprocess_threads: int = Field(default=0, ge=0, description="Decode threads per instance (0: all cores).")
+    runtime: Literal["openvino", "onnxruntime"] = "openvino"
+    precision: Literal["auto", "f32"] = "auto"
+    exact_preprocessing: bool = False
+    max_image_bytes: int = Field(default=64 << 20, ge=1)
+    max_image_pixels: int = Field(default=100_000_000, ge=1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> RepositoryOptions:
+        values = {
+            "runtime": settings.runtime,
+            "precision": settings.precision,
+            "tower_threads": settings.threads or 0,
+            "exact_preprocessing": settings.exact_preprocessing,
+            "max_image_bytes": settings.max_image_bytes,
+            "max_image_pixels": settings.max_image_pixels,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def length_buckets(context_length: int) -> list[int]:
+    """Sequence lengths the text tower runs at: 8, 16, 32, 64, ... and the context length."""
+    buckets, length = [], 8
+    while length < context_length:
+        buckets.append(length)
+        length *= 2
+    return [*buckets, context_length]
+
+
+def build_repository(settings: Settings, out: Path, options: RepositoryOptions | None = None) -> Path:
+    """Export the towers if needed, then write the repository at `out` (replacing generated models)."""
+    options = options or RepositoryOptions.from_settings(settings)
+    info = ClipModelInfo.from_dir(settings.model_dir)
+    onnx_dir = settings.export_dir()
+    if not is_current(settings.model_dir, onnx_dir):
+        export_towers(settings.model_dir, onnx_dir)
+
+    values = {
+        **options.model_dump(),
+        "exact": str(options.exact_preprocessing).lower(),
+        "image_size": info.image_size,
+        "resize_shortest_edge": info.resize_shortest_edge,
+        "resample": info.resample,
+        "embedding_dim": info.embedding_dim,
+        "context_length": info.context_length,
+        "eos_token_id": info.eos_token_id,
+        "vocab_size": info.vocab_size,
+        "length_buckets": ",".join(map(str, length_buckets(info.context_length))),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*PYTHON_MODELS, *ENSEMBLES):
+        model_dir = out / name
+        shutil.rmtree(model_dir, ignore_errors=True)
+        (model_dir / "1").mkdir(parents=True)
+        (model_dir / "config.pbtxt").write_text(_render(f"{name}.pbtxt", values))
+        if name in PYTHON_MODELS:
+            (model_dir / "1" / "model.py").write_text(_render("model.py.in", {"module": PYTHON_MODELS[name]}))
+        if name in ("image_preprocess", "text_tokenize"):
+            _copy_model_info(settings.model_dir, model_dir / "1" / MODEL_INFO_DIR)
+    _link_or_copy(onnx_dir / IMAGE_TOWER_FILE, out / "image_tower" / "1" / IMAGE_TOWER_FILE)
+    _link_or_copy(onnx_dir / TEXT_TOWER_FILE, out / "text_tower" / "1" / TEXT_TOWER_FILE)
+    return out
+
+
+def _render(template: str, values: dict[str, object]) -> str:
+    text = (resources.files("mmserve.serving") / "templates" / template).read_text()
+    return string.Template(text).substitute(values)
+
+
+def _copy_model_info(model_dir: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_INFO_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, target / name)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

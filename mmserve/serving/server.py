@@ -1,0 +1,199 @@
+"""Start the real `tritonserver` (the binary in the nvidia-pytriton wheel) on a model repository.
+
+The wheel's binary needs three things to run Python-backend models from a
+plain virtual environment (PyTriton sets up the same):
+
+- a backend directory holding the Python backend plus the stub built for this
+  interpreter's version (`python_backend_stubs/3.X/triton_python_backend_stub`);
+- this interpreter's `bin/` first on `PATH`, so the stub's embedded Python finds
+  the environment's packages (numpy, openvino, mmserve);
+- `LD_LIBRARY_PATH` holding libpython's directory and `nvidia_pytriton.libs`.
+
+Without them the stub crashes on the first BYTES input, or fails with
+"'_thread.RLock' object has no attribute '_recursion_count'".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+
+# Triton's admin APIs: closed (behind a header nobody knows) unless `admin_key` is given.
+ADMIN_APIS = "model-repository,shared-memory,logging,trace"
+ADMIN_HEADER = "mmserve-admin-key"
+
+
+class ServerStartError(RuntimeError):
+    """tritonserver exited or did not become ready; the message ends with its log."""
+
+
+def pytriton_root() -> Path:
+    try:
+        import pytriton
+    except ImportError as error:
+        raise ServerStartError(
+            "tritonserver comes from the nvidia-pytriton wheel: pip install nvidia-pytriton --no-deps"
+        ) from error
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def backend_directory(cache_dir: Path) -> Path:
+    """A copy of the wheel's backends with the Python stub for this interpreter (made once)."""
+    source = pytriton_root()
+    python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / python_version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerStartError(f"nvidia-pytriton has no Python backend stub for Python {python_version}")
+    target = cache_dir / "triton-backends" / f"pytriton-{metadata.version('nvidia-pytriton')}-py{python_version}"
+    if not (target / "python" / stub.name).is_file():
+        staging = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source / "backends", staging)
+        shutil.copy2(stub, staging / "python" / stub.name)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    libs = [sysconfig.get_config_var("LIBDIR"), str(pytriton_root().parent.parent / "nvidia_pytriton.libs")]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    return env
+
+
+@dataclasses.dataclass
+class TritonServer:
+    """One tritonserver process. Use as a context manager, or `start()` / `stop()`."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    admin_key: str | None = None
+    cache_dir: Path = Path.home() / ".cache" / "mmserve"
+    log_file: Path | None = None  # None: tritonserver logs to this process's stdout/stderr
+    log_verbose: int = 0
+    exit_timeout_s: int = 10
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = dataclasses.field(default=None, init=False, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        restricted = f"{ADMIN_APIS}:{ADMIN_HEADER}={self.admin_key or secrets.token_hex(32)}"
+        return [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_directory(self.cache_dir)}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--disable-auto-complete-config",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout_s: float = 300.0) -> TritonServer:
+        if not (self.repository / "embed_image" / "config.pbtxt").is_file():
+            raise ServerStartError(f"{self.repository} is not an mmserve model repository: run `mmserve build`")
+        output = None
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_file, "ab")
+        try:
+            # A new session: Ctrl-C in a terminal reaches us, and we shut Triton down in order.
+            self.process = subprocess.Popen(
+                self.command(), env=server_environment(), stdout=output, stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+            )
+        finally:
+            if output is not None:
+                output.close()
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise ServerStartError(f"tritonserver exited with status {code}{self._log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise ServerStartError(f"tritonserver not ready after {timeout_s:.0f} s{self._log_tail()}")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> int | None:
+        """SIGTERM (Triton drains in-flight requests for up to `exit_timeout_s`), then SIGKILL."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(self.exit_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return process.returncode
+
+    def wait(self) -> int:
+        if self.process is None:
+            raise RuntimeError("server not started")
+        return self.process.wait()
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if self.log_file is None or not self.log_file.is_file():
+            return ""
+        tail = self.log_file.read_text(errors="replace").splitlines()[-lines:]
+        return "\n--- tritonserver log (" + str(self.log_file) + ") ---\n" + "\n".join(tail)
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
