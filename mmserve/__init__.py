@@ -1,10 +1,25 @@
 """mmserve: multimodal (CLIP) embeddings served by Triton, with a vector index.
 
-Importing the package is cheap: runtimes (OpenVINO, ONNX Runtime) load only
-when an embedder is built, and torch only for training and export.
+Importing the package is cheap: the client, runtimes (OpenVINO, ONNX Runtime)
+and tritonclient load on first use, and torch only for training and export.
 """
 
 from mmserve.model import ClipModelInfo, default_model_dir
 
 __version__ = "0.1.0"
-__all__ = ["ClipModelInfo", "default_model_dir", "__version__"]
+__all__ = [
+    "AsyncClient", "Client", "ClipModelInfo", "InvalidInputError", "MmserveError", "OverloadedError",
+    "RequestTimeoutError", "ServerUnavailableError", "default_model_dir", "__version__",
+]
+_CLIENT_NAMES = {
+    "AsyncClient", "Client", "InvalidInputError", "MmserveError", "OverloadedError", "RequestTimeoutError",
+    "ServerUnavailableError",
+}
+
+
+def __getattr__(name: str):
+    if name in _CLIENT_NAMES:
+        from mmserve import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'mmserve' has no attribute {name!r}")

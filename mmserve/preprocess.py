@@ -61,6 +61,15 @@ class ImageLimits:
     background: tuple[int, int, int] = (255, 255, 255)
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageGeometry:
+    """The part of a model's preprocessing config the preprocessor needs (a `ClipModelInfo` also fits)."""
+
+    image_size: int  # side of the centre crop
+    resize_shortest_edge: int
+    resample: str = "bicubic"
+
+
 class ImagePreprocessor:
     """Encoded images (bytes or paths) to one uint8 `[B, H, W, 3]` batch, in C++.
 
@@ -73,7 +82,7 @@ class ImagePreprocessor:
 
     def __init__(
         self,
-        info: ClipModelInfo,
+        info: ClipModelInfo | ImageGeometry,
         *,
         exact: bool = False,
         limits: ImageLimits = ImageLimits(),

@@ -68,3 +68,60 @@ def vit_b32_export(vit_b32_dir, tmp_path_factory) -> Path:
     from mmserve.export import export_towers
 
     return export_towers(vit_b32_dir, tmp_path_factory.mktemp("vit-b32-onnx"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def port_factory():
+    """`port_factory()`: a loopback port nothing listens on (yet)."""
+    return free_port
+
+
+# The test repository waits longer to fill batches than the default, so concurrent requests (good and bad)
+# reliably share a batch; limits are small so "oversized" inputs are cheap to make.
+TEST_REPOSITORY_OPTIONS = dict(
+    tower_queue_delay_us=20_000, preprocess_queue_delay_us=20_000, max_image_bytes=1 << 20, max_image_pixels=4_000_000
+)
+
+
+@pytest.fixture(scope="session")
+def triton_repository(bundled_settings, tmp_path_factory) -> Path:
+    from mmserve.serving.repository import RepositoryOptions, build_repository
+
+    options = RepositoryOptions.from_settings(bundled_settings, **TEST_REPOSITORY_OPTIONS)
+    return build_repository(bundled_settings, tmp_path_factory.mktemp("repository"), options)
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repository, bundled_settings, tmp_path_factory):
+    """The real tritonserver on free loopback ports, serving the bundled model."""
+    from mmserve.serving.server import TritonServer
+
+    server = TritonServer(
+        repository=triton_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        cache_dir=bundled_settings.cache_dir, log_file=tmp_path_factory.mktemp("triton-log") / "tritonserver.log",
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_embedder(bundled_settings):
+    from mmserve.embedder import LocalEmbedder
+
+    return LocalEmbedder(bundled_settings)
+
+
+@pytest.fixture(scope="session")
+def gallery(tmp_path_factory):
+    """Real JPEG and PNG files of generated scenes (the demo's gallery writer)."""
+    from mmserve.demo import write_gallery
+
+    return [item.path for item in write_gallery(tmp_path_factory.mktemp("gallery"), 12, seed=5)]

@@ -1,0 +1,252 @@
+"""The real tritonserver on the built model repository: parity, batching, errors, standard endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import mmserve
+from mmserve.serving.repository import length_buckets
+
+PROTOCOLS = ("grpc", "http")
+TEXTS = [
+    "a red circle",
+    "a large blue square on the left",
+    "a small green triangle at the top on a white background",
+    "an orange cross in the center and a purple circle on the right, both small",
+    "x",
+    "a photo of a cat " * 20,  # past the 77-token context: truncated like CLIP
+]
+
+
+def url_for(server, protocol: str) -> str:
+    return server.grpc_url if protocol == "grpc" else server.http_url
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A valid PNG header declaring a huge image, with almost no data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(
+        b"IEND", b"")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_server_embeddings_equal_in_process_embeddings(triton_server, local_embedder, gallery, protocol):
+    expected_images = local_embedder.embed_images(gallery)
+    expected_texts = local_embedder.embed_texts(TEXTS)
+    with mmserve.Client(url_for(triton_server, protocol), batch_size=5) as client:
+        as_bytes = client.embed_images([p.read_bytes() for p in gallery])
+        as_paths = client.embed_images(gallery)
+        local = client.embed_images(gallery, preprocess="local")
+        texts = client.embed_texts(TEXTS)
+    assert as_bytes.shape == (len(gallery), local_embedder.dim) and as_bytes.dtype == np.float32
+    for result in (as_bytes, as_paths, local):
+        assert cosines(result, expected_images).min() >= 0.9999
+    assert cosines(texts, expected_texts).min() >= 0.9999
+
+
+def test_pil_images_and_arrays_embed_like_their_files(triton_server, gallery):
+    png = [p for p in gallery if p.suffix == ".png"][:3]
+    pil = [Image.open(p) for p in png]
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in png]
+    with mmserve.Client(triton_server.grpc_url) as client:
+        from_files, from_pil, from_arrays = client.embed_images(png), client.embed_images(pil), \
+            client.embed_images(arrays)
+    assert cosines(from_pil, from_files).min() >= 0.99999
+    assert cosines(from_arrays, from_files).min() >= 0.99999
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_client_matches_the_blocking_client(triton_server, gallery, protocol):
+    url = url_for(triton_server, protocol)
+
+    async def run():
+        async with mmserve.AsyncClient(url, batch_size=4, max_in_flight=3) as client:
+            health = await client.health()
+            return health, await client.embed_texts(TEXTS), await client.embed_images(gallery)
+
+    health, texts, images = asyncio.run(run())
+    assert health.ready and all(health.models.values())
+    with mmserve.Client(url) as client:
+        assert cosines(texts, client.embed_texts(TEXTS)).min() >= 0.99999
+        assert cosines(images, client.embed_images(gallery)).min() >= 0.99999
+
+
+def test_text_tower_cut_gives_identical_embeddings(triton_server, local_embedder):
+    """The tower cuts batches after the longest end-of-text: same result as all 77 positions in-process."""
+    ids = local_embedder.tokenizer(TEXTS)
+    full_width = local_embedder.text_tower(ids)  # no cut: every row at the full context length
+    with mmserve.Client(triton_server.grpc_url) as client:
+        served = client.embed_texts(TEXTS)  # one batch, cut at the longest text
+        alone = np.concatenate([client.embed_texts([t]) for t in TEXTS])  # each cut at its own length
+    assert np.abs(served - full_width).max() < 1e-5
+    assert np.abs(alone - full_width).max() < 1e-5
+    assert length_buckets(77) == [8, 16, 32, 64, 77]
+
+
+def test_concurrent_requests_form_dynamic_batches(triton_server, gallery):
+    images = [p.read_bytes() for p in gallery]
+    with mmserve.Client(triton_server.grpc_url, max_in_flight=16, batch_size=1) as client:
+        before = batch_counts(client)
+        client.embed_texts([f"a red circle number {i}" for i in range(48)])
+        client.embed_images(images * 4)
+        after = batch_counts(client)
+    for model in ("text_tower", "image_tower", "image_preprocess", "text_tokenize"):
+        grown = {size: after[model].get(size, 0) - before[model].get(size, 0) for size in after[model]}
+        assert any(size > 1 and count > 0 for size, count in grown.items()), (model, grown)
+
+
+def batch_counts(client: mmserve.Client) -> dict[str, dict[int, int]]:
+    """Executions per batch size, per model, from Triton's statistics."""
+    counts: dict[str, dict[int, int]] = {}
+    for model in client.statistics()["model_stats"]:
+        counts[model["name"]] = {
+            int(entry["batch_size"]): int(entry["compute_infer"]["count"]) for entry in model.get("batch_stats", [])
+        }
+    return counts
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_inputs_fail_alone_while_concurrent_requests_succeed(triton_server, local_embedder, gallery, protocol):
+    good = [p.read_bytes() for p in gallery]
+    expected = local_embedder.embed_images(good)
+    expected_text = local_embedder.embed_texts(["a red circle"])
+    truncated = good[0][: len(good[0]) // 3]
+    bad_images = {
+        "corrupt": (b"\xff\xd8\xff\xe0" + b"\x13" * 4000, "image 0"),
+        "truncated": (truncated, "image 0"),
+        "oversized": (b"\x89PNG" + bytes(1_100_000), "exceeds the limit"),
+        "bomb": (png_bomb(), "pixels"),
+        "not an image": (b"GIF89a not supported", "image 0"),
+    }
+    url = url_for(triton_server, protocol)
+    with mmserve.Client(url, retries=0) as client, ThreadPoolExecutor(12) as pool:
+        good_jobs = [pool.submit(client.embed_images, good) for _ in range(4)]
+        text_jobs = [pool.submit(client.embed_texts, ["a red circle"]) for _ in range(4)]
+        bad_jobs = {name: pool.submit(client.embed_images, [data]) for name, (data, _) in bad_images.items()}
+        bad_text = pool.submit(client.embed_texts, [b"caf\xe9 au lait".decode("latin-1")])  # valid: control
+        for job in good_jobs:
+            assert cosines(job.result(), expected).min() >= 0.9999
+        for job in text_jobs:
+            assert cosines(job.result(), expected_text).min() >= 0.9999
+        assert bad_text.result().shape == (1, local_embedder.dim)
+        for name, job in bad_jobs.items():
+            with pytest.raises(mmserve.InvalidInputError) as caught:
+                job.result()
+            assert bad_images[name][1] in str(caught.value), (name, str(caught.value))
+            assert caught.value.index == 0
+        assert client.health().ready
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_invalid_utf8_and_wrong_shapes_get_clear_errors(triton_server, local_embedder, protocol):
+    """Raw tritonclient requests (the SDK never sends these): the server names the problem."""
+    if protocol == "grpc":
+        import tritonclient.grpc as tc
+        address = triton_server.grpc_url.removeprefix("grpc://")
+    else:
+        import tritonclient.http as tc
+        address = triton_server.http_url.removeprefix("http://")
+    from tritonclient.utils import InferenceServerException
+
+    def infer(model, name, array, datatype):
+        tensor = tc.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        client = tc.InferenceServerClient(address)  # one per call: the HTTP client is not thread-safe
+        try:
+            return client.infer(model, [tensor]).as_numpy("embedding")
+        finally:
+            client.close()
+
+    cases = [
+        ("embed_text", "text", np.array([[b"ok"], [b"\xc3\x28 bad"]], dtype=np.object_), "BYTES",
+         "text 1: invalid UTF-8 at byte 0"),
+        ("image_tower", "pixels", np.zeros((1, 32, 32, 3), np.uint8), "UINT8", "unexpected shape"),
+        ("embed_text", "text", np.array([[b"a", b"b"]], dtype=np.object_), "BYTES", "unexpected shape"),
+        ("text_tower", "token_ids", np.full((1, 5), 10**6, np.int32), "INT32", "token ids must be in"),
+        ("text_tower", "token_ids", np.zeros((1, 100), np.int32), "INT32", "this model takes 1 to 77"),
+    ]
+    with ThreadPoolExecutor(len(cases) + 2) as pool:
+        good = [pool.submit(infer, "embed_text", "text", np.array([[b"a red circle"]], dtype=np.object_), "BYTES")
+                for _ in range(2)]
+        jobs = [(pool.submit(infer, *case[:4]), case[4]) for case in cases]
+        for job, expected_message in jobs:
+            with pytest.raises(InferenceServerException) as caught:
+                job.result()
+            assert expected_message in caught.value.message(), caught.value.message()
+        reference = local_embedder.embed_texts(["a red circle"])
+        for job in good:
+            assert cosines(job.result(), reference).min() >= 0.9999
+    client = tc.InferenceServerClient(address)
+    assert client.is_server_ready()
+    client.close()
+
+
+def test_plain_tritonclient_embeds_a_jpeg_and_a_text(triton_server, local_embedder, gallery):
+    """No mmserve code on the request path: the endpoints are standard Triton."""
+    import tritonclient.http as httpclient
+
+    jpeg = next(p for p in gallery if p.suffix == ".jpg").read_bytes()
+    client = httpclient.InferenceServerClient(triton_server.http_url.removeprefix("http://"))
+    image = httpclient.InferInput("image", [1, 1], "BYTES")
+    image.set_data_from_numpy(np.array([[jpeg]], dtype=np.object_))
+    image_embedding = client.infer("embed_image", [image]).as_numpy("embedding")
+    client.close()
+    assert cosines(image_embedding, local_embedder.embed_images([jpeg])).min() >= 0.9999
+
+    # The README's curl example: JSON over HTTP, no client library at all.
+    body = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a red circle"]}]}
+    request = urllib.request.Request(
+        f"{triton_server.http_url}/v2/models/embed_text/infer", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        output = json.load(response)["outputs"][0]
+    text_embedding = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
+    assert cosines(text_embedding, local_embedder.embed_texts(["a red circle"])).min() >= 0.9999
+
+
+def test_admin_apis_are_closed_and_metrics_are_served(triton_server):
+    request = urllib.request.Request(f"{triton_server.http_url}/v2/repository/index", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code in (401, 403)
+    with urllib.request.urlopen(triton_server.metrics_url, timeout=10) as response:
+        assert b"nv_inference_request_success" in response.read()
+
+
+def test_client_errors_are_typed(triton_server, tmp_path, port_factory):
+    with mmserve.Client(triton_server.grpc_url) as client:
+        with pytest.raises(mmserve.InvalidInputError, match="cannot read"):
+            client.embed_images([tmp_path / "missing.jpg"])
+        with pytest.raises(mmserve.InvalidInputError, match="expected str"):
+            client.embed_texts([b"bytes are not text"])
+        with pytest.raises(mmserve.InvalidInputError, match="uint8"):
+            client.embed_images([np.zeros((10, 10, 3), np.float32)])
+        with pytest.raises(mmserve.InvalidInputError) as caught:
+            client.embed_images([b"x", b""], preprocess="local")
+        assert caught.value.index == 0
+        assert client.embed_texts([]).shape == (0, client.model_summary().embedding_dim)
+    with mmserve.Client(f"grpc://127.0.0.1:{port_factory()}", retries=1, backoff_s=0.01, timeout_s=5) as client:
+        with pytest.raises(mmserve.ServerUnavailableError):
+            client.embed_texts(["a red circle"])
+        assert not client.health().live
+    with pytest.raises(ValueError, match="server URL"):
+        mmserve.Client("ftp://nowhere/x/y")
+
