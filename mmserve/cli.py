@@ -94,11 +94,11 @@ def _repository_options(args: argparse.Namespace, settings: Settings):
     )
 
 
-def _build(args: argparse.Namespace, settings: Settings) -> Path:
+def _build(args: argparse.Namespace, settings: Settings, repository: Path | None = None) -> Path:
     from mmserve.serving.repository import build_repository
 
     t = time.perf_counter()
-    out = build_repository(settings, args.repository, _repository_options(args, settings))
+    out = build_repository(settings, repository or args.repository, _repository_options(args, settings))
     print(f"model repository for {settings.model_dir} written to {out} ({time.perf_counter() - t:.1f} s)")
     return out
 
@@ -144,9 +144,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from mmserve.demo import run_demo
-    from mmserve.embedder import LocalEmbedder
 
-    run_demo(Path(args.workdir), args.gallery_size, LocalEmbedder(_settings(args)))
+    settings = _settings(args)
+    if args.in_process:
+        from mmserve.embedder import LocalEmbedder
+
+        embedder = LocalEmbedder(settings)
+        print(f"model: {settings.model_dir} (in-process, runtime {settings.runtime})")
+        run_demo(Path(args.workdir), args.gallery_size, embedder)
+        return 0
+
+    import mmserve
+    from mmserve.serving.server import TritonServer, free_port
+
+    repository = Path(args.workdir) / "model_repository"
+    _build(args, settings, repository)
+    server = TritonServer(
+        repository=repository.resolve(), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        cache_dir=settings.cache_dir, log_file=Path(args.workdir) / "tritonserver.log",
+    )
+    t = time.perf_counter()
+    with server, mmserve.Client(server.grpc_url, max_in_flight=4) as client:
+        summary = client.model_summary()
+        print(f"tritonserver ready in {time.perf_counter() - t:.1f} s at {server.grpc_url} "
+              f"(log: {server.log_file})")
+        print(f"model: {settings.model_dir} (image {summary.image_size}px, context {summary.context_length}, "
+              f"dim {summary.embedding_dim}, runtime {settings.runtime})")
+        run_demo(Path(args.workdir), args.gallery_size, client)
+        print("\n== what Triton saw (dynamic batching) ==")
+        for model in client.statistics()["model_stats"]:
+            sizes = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in model.get("batch_stats", [])}
+            requests = int(model["inference_stats"]["success"]["count"])
+            print(f"  {model['name']:<17} {requests:>5} requests in {sum(sizes.values()):>4} executions, "
+                  f"largest batch {max(sizes, default=0)}")
     return 0
 
 
@@ -204,8 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="export even when a current export exists")
     p.set_defaults(func=cmd_export)
     build = argparse.ArgumentParser(add_help=False)
-    build.add_argument("--repository", type=Path, default=Path("model_repository"),
-                       help="model repository directory (default ./model_repository)")
     build.add_argument("--max-batch-size", type=int, help="largest batch per model (default 64)")
     build.add_argument("--queue-delay-us", type=int,
                        help="dynamic batching: how long a tower waits to fill a batch (default 2000)")
@@ -221,11 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export the model's towers (if needed) and write a Triton model repository. "
                        "--threads sets the runtime threads per tower instance.")
     p.add_argument("model", nargs="?", type=Path, help="CLIP model directory (default: the bundled model)")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"),
+                   help="model repository directory to write (default ./model_repository)")
     p.set_defaults(func=cmd_build)
     p = sub.add_parser("serve", parents=[common, build], help="start Triton on the model repository",
                        description="Start tritonserver on the repository, building it first when it does not "
                        "exist. Binds 127.0.0.1 unless --host says otherwise. Admin APIs (model repository, "
                        "shared memory, logging, trace) are closed unless --admin-key is given.")
+    p.add_argument("--repository", type=Path, default=Path("model_repository"),
+                   help="model repository directory (default ./model_repository)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
@@ -236,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-verbose", type=int, default=0, help="tritonserver verbose log level (default 0)")
     p.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
     p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("demo", parents=[common], help="end-to-end demo on a synthetic gallery")
+    p = sub.add_parser("demo", parents=[common, build], help="end-to-end demo on a synthetic gallery",
+                       description="Build the model repository in WORKDIR, start tritonserver on free loopback "
+                       "ports, embed a generated gallery through it and run every query kind.")
+    p.add_argument("--in-process", action="store_true", help="skip Triton: embed in this process")
     p.add_argument("--workdir", default="build/demo", help="where the gallery is written (default build/demo)")
     p.add_argument("--gallery-size", type=int, default=300, help="gallery images (default 300)")
     p.set_defaults(func=cmd_demo)

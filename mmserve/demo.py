@@ -58,16 +58,13 @@ def write_gallery(directory: Path, count: int, size: int = 160, seed: int = 0) -
     return items
 
 
-def run_demo(workdir: Path, gallery_size: int = 300, embedder=None, out=print) -> dict[str, float]:
-    """Run every query kind and return the figures it printed (for tests)."""
-    from mmserve.embedder import LocalEmbedder
+def run_demo(workdir: Path, gallery_size: int, embedder, out=print) -> dict[str, float]:
+    """Run every query kind and return the figures it printed (for tests).
 
+    `embedder` is anything with `embed_images(paths)` and `embed_texts(texts)`:
+    an `mmserve.Client` talking to Triton, or an in-process `LocalEmbedder`.
+    """
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    embedder = embedder or LocalEmbedder()
-    timings["load_s"] = time.perf_counter() - t
-    out(f"model: {embedder.settings.model_dir} (image {embedder.info.image_size}px, "
-        f"context {embedder.info.context_length}, dim {embedder.dim}, runtime {embedder.settings.runtime})")
 
     t = time.perf_counter()
     items = write_gallery(workdir / "gallery", gallery_size)
@@ -75,7 +72,7 @@ def run_demo(workdir: Path, gallery_size: int = 300, embedder=None, out=print) -
         f"in {time.perf_counter() - t:.2f} s")
 
     t = time.perf_counter()
-    gallery = embedder.embed_images([item.path for item in items])
+    gallery = embedder.embed_images([item.path for item in items], progress=True)
     elapsed = time.perf_counter() - t
     timings["images_per_s"] = len(items) / elapsed
     out(f"embedded {len(items)} images in {elapsed:.2f} s ({timings['images_per_s']:.0f} images/s, "

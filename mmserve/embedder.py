@@ -41,8 +41,9 @@ class LocalEmbedder:
     def dim(self) -> int:
         return self.info.embedding_dim
 
-    def embed_images(self, images: Sequence[bytes | str | Path]) -> np.ndarray:
+    def embed_images(self, images: Sequence[bytes | str | Path], *, progress: bool = False) -> np.ndarray:
         """Encoded images (bytes or file paths) to L2-normalised float32 `[N, D]`."""
+        del progress  # in-process batches are quick; the signature matches mmserve.Client
         return self._batched(images, lambda chunk: self.image_tower(self.preprocess(chunk)))
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:

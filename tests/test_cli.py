@@ -22,7 +22,7 @@ def run_cli(*args, settings=None, timeout=600):
 def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("info", "export", "demo", "quality", "embed-text", "embed-image"):
+    for command in ("info", "export", "build", "serve", "demo", "quality", "embed-text", "embed-image"):
         assert command in result.stdout
 
 
@@ -68,3 +68,63 @@ def test_demo_runs_every_query_kind_and_finds_the_right_images(bundled_settings,
     assert len(list((tmp_path / "gallery").glob("*.png"))) == 100
     precision = float(out.split("precision@5 over these queries: ")[1].split()[0])
     assert precision >= 0.6, out
+
+
+def test_serve_builds_serves_refuses_overload_and_stops_on_ctrl_c(bundled_settings, tmp_path, port_factory):
+    import signal
+    import time
+
+    import mmserve
+
+    repository = tmp_path / "repository"
+    ports = {"--http-port": port_factory(), "--grpc-port": port_factory(), "--metrics-port": port_factory()}
+    env = dict(os.environ, MMSERVE_MODEL_DIR=str(bundled_settings.model_dir),
+               MMSERVE_CACHE_DIR=str(bundled_settings.cache_dir))
+    # A queue of one request and a long batching window: concurrent requests overflow it at once.
+    command = [sys.executable, "-m", "mmserve.cli", "serve", "--repository", str(repository),
+               "--max-queue-size", "1", "--queue-delay-us", "200000"]
+    for flag, port in ports.items():
+        command += [flag, str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output = []
+    try:
+        for line in server.stdout:
+            output.append(line)
+            if line.startswith("Ctrl-C stops the server"):
+                break
+        text = "".join(output)
+        assert f"grpc://127.0.0.1:{ports['--grpc-port']}" in text, text[-3000:]
+        assert (repository / "embed_image" / "config.pbtxt").is_file()
+        url = f"grpc://127.0.0.1:{ports['--grpc-port']}"
+        pixels = np.zeros((8, 64, 64, 3), np.uint8)
+        with mmserve.Client(url, retries=0) as impatient:
+            outcomes = _concurrently(lambda: impatient.embed_pixels(pixels), 12)
+        assert any(isinstance(o, mmserve.OverloadedError) for o in outcomes), outcomes
+        assert all(isinstance(o, (np.ndarray, mmserve.OverloadedError)) for o in outcomes), outcomes
+        with mmserve.Client(url, retries=10, backoff_s=0.05) as patient:
+            outcomes = _concurrently(lambda: patient.embed_pixels(pixels), 12)
+            assert all(isinstance(o, np.ndarray) for o in outcomes), outcomes
+            assert patient.health().ready
+        started = time.monotonic()
+        server.send_signal(signal.SIGINT)
+        rest, _ = server.communicate(timeout=60)
+        assert server.returncode == 0, rest[-3000:]
+        assert "tritonserver stopped" in rest
+        assert time.monotonic() - started < 30
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def _concurrently(call, count):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(_):
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - the test inspects the outcomes
+            return error
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(attempt, range(count)))

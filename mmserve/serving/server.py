@@ -38,6 +38,15 @@ class ServerStartError(RuntimeError):
     """tritonserver exited or did not become ready; the message ends with its log."""
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS's choice)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def pytriton_root() -> Path:
     try:
         import pytriton
