@@ -250,3 +250,18 @@ def test_client_errors_are_typed(triton_server, tmp_path, port_factory):
     with pytest.raises(ValueError, match="server URL"):
         mmserve.Client("ftp://nowhere/x/y")
 
+
+
+def test_model_processes_do_not_load_torch(triton_server, gallery):
+    """Serving never imports torch: no Python-backend process has any of torch's files mapped."""
+    with mmserve.Client(triton_server.grpc_url) as client:
+        client.embed_images(gallery[:2])
+        client.embed_texts(["a red circle"])
+    children = [int(pid) for pid in
+                open(f"/proc/{triton_server.process.pid}/task/{triton_server.process.pid}/children").read().split()]
+    stubs = [pid for pid in children if b"triton_python_backend_stub" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(stubs) == 4, children
+    for pid in stubs:
+        maps = open(f"/proc/{pid}/maps").read()
+        assert "openvino" in maps or "_C" in maps, pid  # the check reads real mappings
+        assert "/torch/" not in maps, f"stub {pid} mapped torch"
