@@ -31,7 +31,7 @@ $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	$(PIP_INSTALL) scikit-build-core pybind11 cmake ninja \
 	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
 	    torch transformers safetensors onnx onnxscript ftfy pytest hypothesis \
-	    "tritonclient[grpc,http]" usearch
+	    "tritonclient[grpc,http]" usearch typer rich
 	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.
 	# matplotlib, scikit-image, scikit-learn: their sample photos feed the image parity tests.
 	$(PIP_INSTALL) --no-deps open_clip_torch matplotlib scikit-image scikit-learn

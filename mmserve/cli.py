@@ -1,303 +1,437 @@
-"""`mmserve` command line.
+"""`mmserve` command line (typer + rich).
 
-    mmserve info                 what model, runtime and CPU features are in use
-    mmserve build [MODEL_DIR]    write the Triton model repository
-    mmserve serve                start Triton on the repository (building it first if missing)
-    mmserve export               export the model's towers to ONNX (needs the train extra)
-    mmserve demo                 end-to-end demo on a synthetic gallery
-    mmserve quality              held-out quality figures of the model
-    mmserve embed-text TEXT...   print text embeddings (JSON lines)
-    mmserve embed-image FILE...  print image embeddings (JSON lines)
+Serving:   build, serve, demo
+Search:    index, search, classify, info   (through a running server; --server, --index)
+Local:     export, quality, embed-text, embed-image   (in-process, no server)
 
-Options common to all commands may also be set as MMSERVE_* environment
-variables (see README, Configuration).
+Every option with an MMSERVE_* variable in README, Configuration, may be set
+there instead. Errors print one line and exit 1; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
 
 from mmserve.settings import Settings
 
+app = typer.Typer(
+    name="mmserve", help="Multimodal (CLIP) embedding server and cross-modal search.", no_args_is_help=True,
+    add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        key: value
-        for key, value in (
-            ("model_dir", args.model_dir),
-            ("cache_dir", args.cache_dir),
-            ("runtime", args.runtime),
-            ("threads", args.threads),
-            ("batch_size", args.batch_size),
-        )
-        if value is not None
-    }
-    return Settings(**overrides)
-
-
-def cmd_info(args: argparse.Namespace) -> int:
-    from mmserve.cpu import cpu_features, resample_kernel
-    from mmserve.export import is_current
-    from mmserve.model import ClipModelInfo
-
-    settings = _settings(args)
-    info = ClipModelInfo.from_dir(settings.model_dir)
-    print(f"model directory   {info.path}")
-    print(f"image size        {info.image_size} (resize shortest edge to {info.resize_shortest_edge}, "
-          f"{info.resample})")
-    print(f"mean / std        {info.image_mean} / {info.image_std}")
-    print(f"context length    {info.context_length}")
-    print(f"embedding dim     {info.embedding_dim}")
-    print(f"runtime           {settings.runtime} (precision {settings.precision})")
-    exported = is_current(settings.model_dir, settings.export_dir())
-    print(f"ONNX export       {settings.export_dir()} ({'current' if exported else 'missing: run mmserve export'})")
-    print(f"cpu features      {' '.join(cpu_features())}")
-    print(f"resample kernels  {resample_kernel()}")
-    return 0
+# Options shared by several commands (None: the Settings default / MMSERVE_* variable).
+ModelDir = Annotated[Optional[Path], typer.Option(
+    help="Local Hugging Face CLIP directory (default: the bundled model; env MMSERVE_MODEL_DIR).")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Where ONNX exports live (default ~/.cache/mmserve).")]
+Runtime = Annotated[Optional[str], typer.Option(help="CPU runtime: openvino (default) or onnxruntime.")]
+Threads = Annotated[Optional[int], typer.Option(help="Runtime threads per tower (default: all cores).")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Items per tower call / request (default 64).")]
+ServerUrl = Annotated[Optional[str], typer.Option(
+    "--server", help="grpc://HOST:PORT or http://HOST:PORT (default grpc://127.0.0.1:8001; env MMSERVE_SERVER).")]
+IndexPath = Annotated[Optional[Path], typer.Option(
+    "--index", help="Index directory (default ~/.local/share/mmserve/index; env MMSERVE_INDEX).")]
+Repository = Annotated[Path, typer.Option(help="Model repository directory.")]
+MaxBatchSize = Annotated[Optional[int], typer.Option(help="Largest batch per model (default 64).")]
+QueueDelay = Annotated[Optional[int], typer.Option(
+    "--queue-delay-us", help="Dynamic batching: how long a tower waits to fill a batch (default 2000).")]
+MaxQueueSize = Annotated[Optional[int], typer.Option(
+    help="Requests queued per model before new ones are refused (default 256).")]
+TowerInstances = Annotated[Optional[int], typer.Option(help="Processes per tower (default 1).")]
+PreprocessInstances = Annotated[Optional[int], typer.Option(help="image_preprocess processes (default 1).")]
+PreprocessThreads = Annotated[Optional[int], typer.Option(help="Decode threads per instance (default: all).")]
+Precision = Annotated[Optional[str], typer.Option(help="Tower precision: auto (default) or f32.")]
+Exact = Annotated[bool, typer.Option("--exact", help="Bit-exact Pillow preprocessing (no reduced-scale decode).")]
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    import importlib.util
-
-    from mmserve.export import export_towers
-
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-        print("export needs torch and transformers: pip install 'mmserve[train]'", file=sys.stderr)
-        return 2
-    settings = _settings(args)
-    out = Path(args.out) if args.out else settings.export_dir()
-    t = time.perf_counter()
-    export_towers(settings.model_dir, out, force=args.force)
-    print(f"towers of {settings.model_dir} in {out} ({time.perf_counter() - t:.1f} s)")
-    return 0
+def _settings(**values) -> Settings:
+    return Settings(**{key: value for key, value in values.items() if value is not None})
 
 
-def _repository_options(args: argparse.Namespace, settings: Settings):
+def _repository_options(settings: Settings, max_batch_size, queue_delay_us, max_queue_size, tower_instances,
+                        preprocess_instances, preprocess_threads, precision, exact):
     from mmserve.serving.repository import RepositoryOptions
 
     return RepositoryOptions.from_settings(
-        settings,
-        max_batch_size=args.max_batch_size,
-        tower_queue_delay_us=args.queue_delay_us,
-        max_queue_size=args.max_queue_size,
-        tower_instances=args.tower_instances,
-        preprocess_instances=args.preprocess_instances,
-        preprocess_threads=args.preprocess_threads,
-        precision=args.precision,
-        exact_preprocessing=True if args.exact else None,
+        settings, max_batch_size=max_batch_size, tower_queue_delay_us=queue_delay_us, max_queue_size=max_queue_size,
+        tower_instances=tower_instances, preprocess_instances=preprocess_instances,
+        preprocess_threads=preprocess_threads, precision=precision, exact_preprocessing=True if exact else None,
     )
 
 
-def _build(args: argparse.Namespace, settings: Settings, repository: Path | None = None) -> Path:
+def _build(settings: Settings, repository: Path, options) -> Path:
     from mmserve.serving.repository import build_repository
 
     t = time.perf_counter()
-    out = build_repository(settings, repository or args.repository, _repository_options(args, settings))
-    print(f"model repository for {settings.model_dir} written to {out} ({time.perf_counter() - t:.1f} s)")
-    return out
+    built = build_repository(settings, repository, options)
+    out.print(f"model repository for {settings.model_dir} written to {built} ({time.perf_counter() - t:.1f} s)")
+    return built
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    if args.model:
-        args.model_dir = args.model
-    _build(args, _settings(args))
-    return 0
+# -- serving ---------------------------------------------------------------------------------------------------
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+@app.command()
+def build(
+    model: Annotated[Optional[Path], typer.Argument(help="CLIP model directory (default: the bundled model).")] = None,
+    repository: Repository = Path("model_repository"),
+    cache_dir: CacheDir = None, runtime: Runtime = None, threads: Threads = None,
+    max_batch_size: MaxBatchSize = None, queue_delay_us: QueueDelay = None, max_queue_size: MaxQueueSize = None,
+    tower_instances: TowerInstances = None, preprocess_instances: PreprocessInstances = None,
+    preprocess_threads: PreprocessThreads = None, precision: Precision = None, exact: Exact = False,
+) -> None:
+    """Export the model's towers (if needed) and write a Triton model repository."""
+    settings = _settings(model_dir=model, cache_dir=cache_dir, runtime=runtime, threads=threads)
+    _build(settings, repository, _repository_options(
+        settings, max_batch_size, queue_delay_us, max_queue_size, tower_instances, preprocess_instances,
+        preprocess_threads, precision, exact))
+
+
+@app.command()
+def serve(
+    repository: Repository = Path("model_repository"),
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP/REST port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    admin_key: Annotated[Optional[str], typer.Option(
+        help="Open the admin APIs to requests with header 'mmserve-admin-key: KEY' (default: closed).")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the repository even if it exists.")] = False,
+    log_verbose: Annotated[int, typer.Option(help="tritonserver verbose log level.")] = 0,
+    start_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 300,
+    model_dir: ModelDir = None, cache_dir: CacheDir = None, runtime: Runtime = None, threads: Threads = None,
+    max_batch_size: MaxBatchSize = None, queue_delay_us: QueueDelay = None, max_queue_size: MaxQueueSize = None,
+    tower_instances: TowerInstances = None, preprocess_instances: PreprocessInstances = None,
+    preprocess_threads: PreprocessThreads = None, precision: Precision = None, exact: Exact = False,
+) -> None:
+    """Start tritonserver on the repository (building it first when missing). Ctrl-C stops it cleanly.
+
+    Binds 127.0.0.1 unless --host says otherwise. The admin APIs (model repository, shared memory, logging,
+    trace) are closed unless --admin-key is given. The model and tuning options apply when it builds.
+    """
     from mmserve.serving.server import TritonServer
 
-    settings = _settings(args)
-    if args.rebuild or not (args.repository / "embed_image" / "config.pbtxt").is_file():
-        _build(args, settings)
+    settings = _settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads)
+    if rebuild or not (repository / "embed_image" / "config.pbtxt").is_file():
+        _build(settings, repository, _repository_options(
+            settings, max_batch_size, queue_delay_us, max_queue_size, tower_instances, preprocess_instances,
+            preprocess_threads, precision, exact))
     server = TritonServer(
-        repository=args.repository.resolve(), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, admin_key=args.admin_key, cache_dir=settings.cache_dir,
-        log_verbose=args.log_verbose,
+        repository=repository.resolve(), host=host, http_port=http_port, grpc_port=grpc_port,
+        metrics_port=metrics_port, admin_key=admin_key, cache_dir=settings.cache_dir, log_verbose=log_verbose,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     t = time.perf_counter()
-    print(f"starting tritonserver on {args.repository} ...", flush=True)
-    server.start(timeout_s=args.start_timeout)
-    print(f"ready in {time.perf_counter() - t:.1f} s\n"
-          f"  gRPC     {server.grpc_url}\n  HTTP     {server.http_url}\n  metrics  {server.metrics_url}\n"
-          f"models: embed_image, embed_text (ensembles); image_tower, text_tower, image_preprocess, text_tokenize\n"
-          "Ctrl-C stops the server.", flush=True)
+    out.print(f"starting tritonserver on {repository} ...")
+    server.start(timeout_s=start_timeout)
+    out.print(f"ready in {time.perf_counter() - t:.1f} s\n"
+              f"  gRPC     {server.grpc_url}\n  HTTP     {server.http_url}\n  metrics  {server.metrics_url}\n"
+              "models: embed_image, embed_text (ensembles); image_tower, text_tower, image_preprocess, "
+              "text_tokenize\nCtrl-C stops the server.")
+    sys.stdout.flush()
     while not stop.wait(0.5):
         if server.process is None or server.process.poll() is not None:
-            code = server.stop()
-            print(f"tritonserver exited with status {code}", file=sys.stderr)
-            return 1
-    print("shutting down ...", flush=True)
-    code = server.stop()
-    print(f"tritonserver stopped (status {code})", flush=True)
-    return 0
+            err.print(f"tritonserver exited with status {server.stop()}")
+            raise typer.Exit(1)
+    out.print("shutting down ...")
+    out.print(f"tritonserver stopped (status {server.stop()})")
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from mmserve.demo import run_demo
-
-    settings = _settings(args)
-    if args.in_process:
-        from mmserve.embedder import LocalEmbedder
-
-        embedder = LocalEmbedder(settings)
-        print(f"model: {settings.model_dir} (in-process, runtime {settings.runtime})")
-        run_demo(Path(args.workdir), args.gallery_size, embedder)
-        return 0
-
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the gallery, repository and log go.")] = Path("build/demo"),
+    gallery_size: Annotated[int, typer.Option(help="Gallery images.")] = 300,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Skip Triton: embed in this process.")] = False,
+    model_dir: ModelDir = None, cache_dir: CacheDir = None, runtime: Runtime = None, threads: Threads = None,
+) -> None:
+    """End-to-end demo: build the repository, start Triton on free ports, embed a gallery, run every query kind."""
     import mmserve
+    from mmserve.demo import run_demo
+    from mmserve.serving.repository import RepositoryOptions
     from mmserve.serving.server import TritonServer, free_port
 
-    repository = Path(args.workdir) / "model_repository"
-    _build(args, settings, repository)
+    settings = _settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads)
+    if in_process:
+        from mmserve.embedder import LocalEmbedder
+
+        out.print(f"model: {settings.model_dir} (in-process, runtime {settings.runtime})")
+        run_demo(workdir, gallery_size, LocalEmbedder(settings), out=out.print)
+        return
+    repository = _build(settings, workdir / "model_repository", RepositoryOptions.from_settings(settings))
     server = TritonServer(
         repository=repository.resolve(), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        cache_dir=settings.cache_dir, log_file=Path(args.workdir) / "tritonserver.log",
+        cache_dir=settings.cache_dir, log_file=workdir / "tritonserver.log",
     )
     t = time.perf_counter()
     with server, mmserve.Client(server.grpc_url, max_in_flight=4) as client:
         summary = client.model_summary()
-        print(f"tritonserver ready in {time.perf_counter() - t:.1f} s at {server.grpc_url} "
-              f"(log: {server.log_file})")
-        print(f"model: {settings.model_dir} (image {summary.image_size}px, context {summary.context_length}, "
-              f"dim {summary.embedding_dim}, runtime {settings.runtime})")
-        run_demo(Path(args.workdir), args.gallery_size, client)
-        print("\n== what Triton saw (dynamic batching) ==")
+        out.print(f"tritonserver ready in {time.perf_counter() - t:.1f} s at {server.grpc_url} "
+                  f"(log: {server.log_file})")
+        out.print(f"model: {settings.model_dir} (image {summary.image_size}px, context {summary.context_length}, "
+                  f"dim {summary.embedding_dim}, runtime {settings.runtime})")
+        run_demo(workdir, gallery_size, client, out=out.print)
+        out.print("\n== what Triton saw (dynamic batching) ==")
         for model in client.statistics()["model_stats"]:
             sizes = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in model.get("batch_stats", [])}
             requests = int(model["inference_stats"]["success"]["count"])
-            print(f"  {model['name']:<17} {requests:>5} requests in {sum(sizes.values()):>4} executions, "
-                  f"largest batch {max(sizes, default=0)}")
-    return 0
+            out.print(f"  {model['name']:<17} {requests:>5} requests in {sum(sizes.values()):>4} executions, "
+                      f"largest batch {max(sizes, default=0)}")
 
 
-def cmd_quality(args: argparse.Namespace) -> int:
+# -- search ----------------------------------------------------------------------------------------------------
+
+
+def _client(server: str | None, settings: Settings):
+    import mmserve
+
+    return mmserve.Client(server or settings.server, batch_size=settings.batch_size)
+
+
+@app.command("index")
+def index_command(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag every added image (repeatable).")] = None,
+    index: IndexPath = None, server: ServerUrl = None, batch_size: BatchSize = None,
+    storage: Annotated[str, typer.Option(help="Vector storage of a new index: f16 or i8.")] = "f16",
+) -> None:
+    """Embed images through the server and add them to the index.
+
+    Files already indexed (same content hash) are skipped, so a re-run is incremental and an interrupted run
+    resumes. Unreadable or refused files are listed at the end; they do not stop the run.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mmserve.index import Index
+    from mmserve.indexing import find_images, index_files
+
+    settings = _settings(index=index, server=server, batch_size=batch_size)
+    files = find_images(paths)
+    with _client(server, settings) as client:
+        summary = client.model_summary()
+        store = Index.open_or_create(settings.index, summary.embedding_dim, storage=storage,
+                                     model=_model_name(summary))
+        with store, Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                             console=err, transient=True) as bar:
+            task = bar.add_task("files", total=len(files))
+            try:
+                report = index_files(store, client, files, batch_size=settings.batch_size, tags=tag or (),
+                                     progress=lambda n: bar.advance(task, n))
+            except KeyboardInterrupt:
+                store.save()
+                err.print(f"interrupted: {len(store)} images are indexed and saved; run again to resume")
+                raise
+    out.print(f"{report.added} added, {report.skipped} already indexed, {len(report.failed)} failed; "
+              f"{len(store)} images in {settings.index}")
+    for path, reason in report.failed:
+        err.print(f"  failed: {path}: {reason}")
+
+
+def _model_name(summary) -> str:
+    return f"dim {summary.embedding_dim}, image {summary.image_size}px"
+
+
+@app.command()
+def search(
+    text: Annotated[Optional[str], typer.Argument(help="What to look for (text -> image).")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one instead.")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only images with this tag (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    index: IndexPath = None, server: ServerUrl = None,
+) -> None:
+    """Search the index with a text or an image; best matches first."""
+    from mmserve.index import Index
+    from mmserve.search import Search
+
+    if (text is None) == (image is None):
+        raise typer.BadParameter("give a text or --image FILE (one of them)")
+    settings = _settings(index=index, server=server)
+    with Index.open(settings.index, view=True) as store, _client(server, settings) as client:
+        finder = Search(client, store)
+        hits = finder.search_text(text, k, tags=tag) if text is not None else finder.search_image(image, k, tags=tag)
+    if as_json:
+        print(json.dumps([{"key": h.key, "score": round(h.score, 6), "uri": h.record.uri,
+                           "caption": h.record.caption, "tags": h.record.tags} for h in hits], indent=2))
+        return
+    table = Table("rank", "score", "uri", "tags", title=f"{len(hits)} of {len(store)} images")
+    for rank, hit in enumerate(hits, 1):
+        table.add_row(str(rank), f"{hit.score:.3f}", hit.record.uri or str(hit.key), ",".join(hit.record.tags))
+    out.print(table)
+
+
+@app.command()
+def classify(
+    image: Annotated[Path, typer.Argument(help="Image file.")],
+    labels: Annotated[str, typer.Option(help="Comma-separated labels, e.g. 'cat,dog,car'.")],
+    template: Annotated[str, typer.Option(help="Prompt template for each label.")] = "{}",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    server: ServerUrl = None,
+) -> None:
+    """Zero-shot image -> text: score each label against the image (probabilities at CLIP's temperature)."""
+    from mmserve.search import Search
+
+    names = [label.strip() for label in labels.split(",") if label.strip()]
+    settings = _settings(server=server)
+    with _client(server, settings) as client:
+        results = Search(client).classify(image, names, template=template)
+    if as_json:
+        print(json.dumps([r.model_dump() for r in results], indent=2))
+        return
+    table = Table("label", "score", "probability")
+    for result in results:
+        table.add_row(result.label, f"{result.score:.3f}", f"{result.probability:.3f}")
+    out.print(table)
+
+
+@app.command()
+def info(
+    index: IndexPath = None, model_dir: ModelDir = None, cache_dir: CacheDir = None, runtime: Runtime = None,
+) -> None:
+    """Model facts, runtime, CPU features, and the index (size, dimensions, storage) if there is one."""
+    from mmserve.cpu import cpu_features, resample_kernel
+    from mmserve.export import is_current
+    from mmserve.model import ClipModelInfo
+
+    settings = _settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, index=index)
+    model = ClipModelInfo.from_dir(settings.model_dir)
+    exported = is_current(settings.model_dir, settings.export_dir())
+    rows = [
+        ("model directory", str(model.path)),
+        ("image size", f"{model.image_size} (resize shortest edge to {model.resize_shortest_edge}, "
+                       f"{model.resample})"),
+        ("mean / std", f"{model.image_mean} / {model.image_std}"),
+        ("context length", str(model.context_length)),
+        ("embedding dim", str(model.embedding_dim)),
+        ("runtime", f"{settings.runtime} (precision {settings.precision})"),
+        ("ONNX export", f"{settings.export_dir()} ({'current' if exported else 'missing: run mmserve export'})"),
+        ("cpu features", " ".join(cpu_features())),
+        ("resample kernels", resample_kernel()),
+    ]
+    rows += _index_rows(settings.index)
+    for name, value in rows:
+        out.print(f"{name:<17} {value}")
+
+
+def _index_rows(path: Path) -> list[tuple[str, str]]:
+    from mmserve.index import Index
+
+    if not (path / "CURRENT").is_file():
+        return [("index", f"{path} (none yet: mmserve index FOLDER)")]
+    with Index.open(path, view=True) as store:
+        return [("index", str(path)), ("index size", f"{len(store)} images"),
+                ("index vectors", f"{store.dim} dimensions, {store.storage} storage"),
+                ("index model", store.model or "unknown")]
+
+
+# -- local (in-process) ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: the cache).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Export even when a current export exists.")] = False,
+    model_dir: ModelDir = None, cache_dir: CacheDir = None,
+) -> None:
+    """Export both towers to ONNX (needs the train extra: torch, transformers)."""
+    import importlib.util
+
+    from mmserve.export import export_towers
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        err.print("export needs torch and transformers: pip install 'mmserve[train]'")
+        raise typer.Exit(2)
+    settings = _settings(model_dir=model_dir, cache_dir=cache_dir)
+    target = out_dir or settings.export_dir()
+    t = time.perf_counter()
+    export_towers(settings.model_dir, target, force=force)
+    out.print(f"towers of {settings.model_dir} in {target} ({time.perf_counter() - t:.1f} s)")
+
+
+@app.command()
+def quality(
+    per_combination: Annotated[int, typer.Option(help="Held-out images per attribute combination.")] = 5,
+    model_dir: ModelDir = None, cache_dir: CacheDir = None, runtime: Runtime = None, threads: Threads = None,
+) -> None:
+    """Held-out zero-shot accuracy and text->image precision@5 of the model (in-process)."""
     from mmserve.embedder import LocalEmbedder
     from mmserve.quality import evaluate
 
-    embedder = LocalEmbedder(_settings(args))
-    report = evaluate(
-        embedder.embed_pixels, embedder.embed_texts, image_size=embedder.info.image_size,
-        per_combination=args.per_combination,
-    )
-    print(f"held-out images: {report.images}")
+    embedder = LocalEmbedder(_settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads))
+    report = evaluate(embedder.embed_pixels, embedder.embed_texts, image_size=embedder.info.image_size,
+                      per_combination=per_combination)
+    out.print(f"held-out images: {report.images}")
     for line in report.lines():
-        print(line)
-    return 0
+        out.print(line)
 
 
-def cmd_embed_text(args: argparse.Namespace) -> int:
+@app.command("embed-text")
+def embed_text(
+    texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
+    model_dir: ModelDir = None, cache_dir: CacheDir = None, runtime: Runtime = None, threads: Threads = None,
+    batch_size: BatchSize = None,
+) -> None:
+    """Print text embeddings as JSON lines (in-process)."""
     from mmserve.embedder import LocalEmbedder
 
-    embedder = LocalEmbedder(_settings(args))
-    for text, vector in zip(args.texts, embedder.embed_texts(args.texts)):
+    embedder = LocalEmbedder(_settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads,
+                                       batch_size=batch_size))
+    for text, vector in zip(texts, embedder.embed_texts(texts)):
         print(json.dumps({"text": text, "embedding": [round(float(v), 6) for v in vector]}))
-    return 0
 
 
-def cmd_embed_image(args: argparse.Namespace) -> int:
+@app.command("embed-image")
+def embed_image(
+    files: Annotated[list[Path], typer.Argument(help="Image files (JPEG or PNG).")],
+    model_dir: ModelDir = None, cache_dir: CacheDir = None, runtime: Runtime = None, threads: Threads = None,
+    batch_size: BatchSize = None,
+) -> None:
+    """Print image embeddings as JSON lines (in-process)."""
     from mmserve.embedder import LocalEmbedder
 
-    embedder = LocalEmbedder(_settings(args))
-    for path, vector in zip(args.files, embedder.embed_images(args.files)):
+    embedder = LocalEmbedder(_settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads,
+                                       batch_size=batch_size))
+    for path, vector in zip(files, embedder.embed_images(files)):
         print(json.dumps({"file": str(path), "embedding": [round(float(v), 6) for v in vector]}))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mmserve", description="Multimodal (CLIP) embedding server and search.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model-dir", type=Path, help="local Hugging Face CLIP directory "
-                        "(default: the bundled model; env MMSERVE_MODEL_DIR)")
-    common.add_argument("--cache-dir", type=Path, help="where ONNX exports live (default ~/.cache/mmserve)")
-    common.add_argument("--runtime", choices=("openvino", "onnxruntime"), help="CPU runtime (default openvino)")
-    common.add_argument("--threads", type=int, help="inference threads per tower (default: all cores)")
-    common.add_argument("--batch-size", type=int, help="items per tower call (default 64)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sub.add_parser("info", parents=[common], help="show model, runtime and CPU features").set_defaults(
-        func=cmd_info)
-    p = sub.add_parser("export", parents=[common], help="export both towers to ONNX")
-    p.add_argument("--out", help="output directory (default: the cache, keyed by the weights)")
-    p.add_argument("--force", action="store_true", help="export even when a current export exists")
-    p.set_defaults(func=cmd_export)
-    build = argparse.ArgumentParser(add_help=False)
-    build.add_argument("--max-batch-size", type=int, help="largest batch per model (default 64)")
-    build.add_argument("--queue-delay-us", type=int,
-                       help="dynamic batching: how long a tower waits to fill a batch (default 2000)")
-    build.add_argument("--max-queue-size", type=int,
-                       help="requests queued per model before new ones are refused (default 256)")
-    build.add_argument("--tower-instances", type=int, help="processes per tower (default 1)")
-    build.add_argument("--preprocess-instances", type=int, help="image_preprocess processes (default 1)")
-    build.add_argument("--preprocess-threads", type=int, help="decode threads per instance (default: all cores)")
-    build.add_argument("--precision", choices=("auto", "f32"), help="tower precision (default auto)")
-    build.add_argument("--exact", action="store_true",
-                       help="bit-exact Pillow preprocessing (no reduced-scale JPEG decode)")
-    p = sub.add_parser("build", parents=[common, build], help="write the Triton model repository",
-                       description="Export the model's towers (if needed) and write a Triton model repository. "
-                       "--threads sets the runtime threads per tower instance.")
-    p.add_argument("model", nargs="?", type=Path, help="CLIP model directory (default: the bundled model)")
-    p.add_argument("--repository", type=Path, default=Path("model_repository"),
-                   help="model repository directory to write (default ./model_repository)")
-    p.set_defaults(func=cmd_build)
-    p = sub.add_parser("serve", parents=[common, build], help="start Triton on the model repository",
-                       description="Start tritonserver on the repository, building it first when it does not "
-                       "exist. Binds 127.0.0.1 unless --host says otherwise. Admin APIs (model repository, "
-                       "shared memory, logging, trace) are closed unless --admin-key is given.")
-    p.add_argument("--repository", type=Path, default=Path("model_repository"),
-                   help="model repository directory (default ./model_repository)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
-    p.add_argument("--admin-key", help="open the admin APIs to requests with header "
-                   "'mmserve-admin-key: KEY' (default: closed)")
-    p.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it exists")
-    p.add_argument("--log-verbose", type=int, default=0, help="tritonserver verbose log level (default 0)")
-    p.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
-    p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("demo", parents=[common, build], help="end-to-end demo on a synthetic gallery",
-                       description="Build the model repository in WORKDIR, start tritonserver on free loopback "
-                       "ports, embed a generated gallery through it and run every query kind.")
-    p.add_argument("--in-process", action="store_true", help="skip Triton: embed in this process")
-    p.add_argument("--workdir", default="build/demo", help="where the gallery is written (default build/demo)")
-    p.add_argument("--gallery-size", type=int, default=300, help="gallery images (default 300)")
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("quality", parents=[common], help="held-out zero-shot and retrieval figures")
-    p.add_argument("--per-combination", type=int, default=5, help="held-out images per attribute combination")
-    p.set_defaults(func=cmd_quality)
-    p = sub.add_parser("embed-text", parents=[common], help="embed texts, print JSON lines")
-    p.add_argument("texts", nargs="+")
-    p.set_defaults(func=cmd_embed_text)
-    p = sub.add_parser("embed-image", parents=[common], help="embed image files, print JSON lines")
-    p.add_argument("files", nargs="+", type=Path)
-    p.set_defaults(func=cmd_embed_image)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Ctrl-C: stop quietly with the conventional status instead of a traceback.
+    from mmserve.client import MmserveError
+    from mmserve.index import IndexLockedError
+
     try:
-        return int(args.func(args) or 0)
+        app(args=argv, standalone_mode=False)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        err.print("interrupted")
         return 128 + signal.SIGINT
-    except (FileNotFoundError, ValueError, LookupError) as error:
-        print(f"mmserve: error: {error}", file=sys.stderr)
+    except typer.Exit as done:
+        return done.exit_code
+    except (typer.Abort,):
+        err.print("aborted")
         return 1
+    except (FileNotFoundError, FileExistsError, ValueError, LookupError, PermissionError, MmserveError,
+            IndexLockedError) as error:
+        err.print(f"mmserve: error: {error}")
+        return 1
+    except Exception as error:
+        # Usage errors (typer's click exceptions know how to print themselves).
+        if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):
+            error.show()
+            return error.exit_code
+        raise
+    return 0
 
 
 if __name__ == "__main__":

@@ -45,7 +45,22 @@ class Settings(BaseSettings):
         default=100_000_000, ge=1, description="Largest decoded image accepted (width x height), before decoding."
     )
 
+    index: Path = Field(
+        default_factory=lambda: _data_home() / "mmserve" / "index",
+        description="The search index directory (`mmserve index`, `search`, `info`).",
+    )
+    server: str = Field(
+        default="grpc://127.0.0.1:8001", description="Where `mmserve index/search/classify` reach the server."
+    )
+
     def export_dir(self) -> Path:
         from mmserve.export import weights_fingerprint
 
         return self.cache_dir / "onnx" / weights_fingerprint(self.model_dir)[:16]
+
+
+def _data_home() -> Path:
+    """XDG_DATA_HOME, else ~/.local/share (the user's data directory on Linux)."""
+    import os
+
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
