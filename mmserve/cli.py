@@ -408,7 +408,7 @@ def embed_image(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmserve.client import MmserveError
+    from mmserve.client import MmserveError, ServerUnavailableError
     from mmserve.index import IndexLockedError
 
     try:
@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, LookupError, PermissionError, MmserveError,
             IndexLockedError) as error:
         err.print(f"mmserve: error: {error}")
+        if isinstance(error, ServerUnavailableError):
+            err.print("is the server running? start one with `mmserve serve`, or point --server at it")
         return 1
     except Exception as error:
         # Usage errors (typer's click exceptions know how to print themselves).

@@ -207,7 +207,7 @@ def _classify(error: Exception, request: _Request | None) -> MmserveError:
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message or "timed out" in message:
         return RequestTimeoutError(message)
     if "UNAVAILABLE" in status or status in ("503", "502") or "failed to connect" in message.lower():
-        return ServerUnavailableError(message)
+        return ServerUnavailableError(f"server unavailable: {message}")
     if "INVALID_ARGUMENT" in status or status == "400":
         found = _ITEM_IN_MESSAGE.search(message)
         if request is not None and found and int(found.group(1)) < len(request.items):

@@ -97,7 +97,7 @@ class Index:
 
     @classmethod
     def create(cls, path: str | Path, dim: int, *, storage: Storage = "f16", model: str = "",
-               connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 64) -> Index:
+               connectivity: int = 16, expansion_add: int = 128, expansion_search: int = 128) -> Index:
         """A new, empty index at `path` (saved at once, so it can be opened)."""
         if storage not in ("f16", "i8"):
             raise ValueError(f"storage must be 'f16' or 'i8', got {storage!r}")
@@ -154,8 +154,11 @@ class Index:
                                  check_same_thread=False)
         else:
             db = sqlite3.connect(":memory:", check_same_thread=False)
-            with sqlite3.connect(generation / "metadata.sqlite") as disk:
+            disk = sqlite3.connect(generation / "metadata.sqlite")
+            try:
                 disk.backup(db)
+            finally:
+                disk.close()
         return cls(path, manifest, hnsw, matrix, db, read_only=view, lock_file=lock)
 
     @classmethod
@@ -296,9 +299,11 @@ class Index:
         np.save(staging / "vectors.npy", self._matrix.vectors)
         if self._matrix.scales is not None:
             np.save(staging / "scales.npy", self._matrix.scales)
-        with sqlite3.connect(staging / "metadata.sqlite") as disk:
+        disk = sqlite3.connect(staging / "metadata.sqlite")
+        try:
             self._db.backup(disk)
-        disk.close()
+        finally:
+            disk.close()
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         for file in staging.iterdir():
             _fsync_file(file)
