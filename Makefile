@@ -31,9 +31,11 @@ $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	$(PIP_INSTALL) scikit-build-core pybind11 cmake ninja \
 	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
 	    torch transformers safetensors onnx onnxscript ftfy pytest hypothesis \
-	    "tritonclient[grpc,http]" usearch typer rich
+	    "tritonclient[grpc,http]" usearch typer rich \
+	    fastapi uvicorn contourpy cycler fonttools kiwisolver pyparsing python-dateutil
 	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.
-	# matplotlib, scikit-image, scikit-learn: their sample photos feed the image parity tests.
+	# scikit-image, scikit-learn: their sample photos feed the image parity tests (matplotlib's too; its
+	# plotting dependencies are installed above, for the load-test plots).
 	$(PIP_INSTALL) --no-deps open_clip_torch matplotlib scikit-image scikit-learn
 	# nvidia-pytriton: only its tritonserver binary is used (its Python API's deps are not needed).
 	$(PIP_INSTALL) --no-deps nvidia-pytriton

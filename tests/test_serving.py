@@ -265,3 +265,24 @@ def test_model_processes_do_not_load_torch(triton_server, gallery):
         maps = open(f"/proc/{pid}/maps").read()
         assert "openvino" in maps or "_C" in maps, pid  # the check reads real mappings
         assert "/torch/" not in maps, f"stub {pid} mapped torch"
+
+
+def test_load_generator_smoke(triton_server, tmp_path):
+    """`mmserve bench` for a few seconds against the test server: results, plots, server-side batches."""
+    import os
+    import subprocess
+    import sys
+
+    results, plot = tmp_path / "results.json", tmp_path / "throughput.png"
+    command = [sys.executable, "-m", "mmserve.cli", "bench", "--server", triton_server.grpc_url, "--workload",
+               "mixed", "--concurrency", "1,8", "--rate", "40", "--seconds", "1.5", "--json", str(results),
+               "--plot", str(plot)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert run.returncode == 0, run.stderr
+    steps = json.loads(results.read_text())
+    assert [(s["mode"], s["concurrency"], s["offered_rate"]) for s in steps] == [
+        ("closed", 1, None), ("closed", 8, None), ("open", None, 40.0)]
+    for step in steps:
+        assert step["errors"] == 0 and step["completed"] > 0 and step["p50_ms"] <= step["p99_ms"]
+    assert steps[1]["mean_batch"]["text_tower"] > 1 or steps[1]["mean_batch"]["image_tower"] > 1
+    assert plot.stat().st_size > 1000 and (tmp_path / "throughput-latency.png").stat().st_size > 1000

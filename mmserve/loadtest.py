@@ -1,0 +1,310 @@
+"""Load generator: closed-loop concurrency sweeps and open-loop (Poisson) arrivals against an embedding server.
+
+One request carries one item (a JPEG, or a short text), as interactive users
+send them; the server's own batching has to do the rest. Targets:
+
+- `TritonTarget`: mmserve's Triton endpoints (`embed_image`, `embed_text`) over gRPC or HTTP;
+- `JsonHttpTarget`: an HTTP server with `POST /embed/image` (raw bytes) and `POST /embed/text`
+  (`{"text": ...}`), like the FastAPI baseline in `bench/baselines/`.
+
+Each step reports throughput, latency percentiles, errors and, for Triton, the
+batch sizes its models ran (from Triton's statistics). Everything is bounded
+by a duration per step; requests go to loopback addresses only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+Workload = Literal["image", "text", "mixed"]
+
+
+class StepResult(BaseModel):
+    target: str
+    workload: str
+    mode: Literal["closed", "open"]
+    concurrency: int | None = None  # closed loop: clients
+    offered_rate: float | None = None  # open loop: requests/s offered
+    duration_s: float
+    completed: int
+    errors: int
+    throughput: float  # items/s completed
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    mean_batch: dict[str, float] = {}  # Triton model -> mean executed batch size during the step
+    first_error: str | None = None
+
+
+class Payloads:
+    """Round-robin over a workload's items; "mixed" alternates images and texts."""
+
+    def __init__(self, workload: Workload, images: Sequence[bytes], texts: Sequence[str]) -> None:
+        if workload in ("image", "mixed") and not images:
+            raise ValueError("the image workload needs images")
+        if workload in ("text", "mixed") and not texts:
+            raise ValueError("the text workload needs texts")
+        kinds = {"image": [("image", x) for x in images], "text": [("text", x) for x in texts]}
+        if workload == "mixed":
+            items = [pair for pairs in itertools.zip_longest(kinds["image"], kinds["text"]) for pair in pairs if pair]
+        else:
+            items = kinds[workload]
+        self._cycle = itertools.cycle(items)
+
+    def next(self) -> tuple[str, bytes | str]:
+        return next(self._cycle)
+
+
+class TritonTarget:
+    def __init__(self, url: str, name: str = "mmserve") -> None:
+        from mmserve.client import ClientOptions
+
+        options = ClientOptions(url=url)
+        self.name, self.protocol, self.address = name, options.protocol, options.address
+        self._client = None
+
+    async def open(self) -> None:
+        if self.protocol == "grpc":
+            import tritonclient.grpc.aio as tc
+        else:
+            import tritonclient.http.aio as tc
+        self._tc = tc
+        self._client = tc.InferenceServerClient(self.address, **({} if self.protocol == "grpc" else
+                                                                   {"conn_limit": 256}))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def call(self, kind: str, item: bytes | str) -> None:
+        data = item if isinstance(item, bytes) else item.encode("utf-8")
+        tensor = self._tc.InferInput("image" if kind == "image" else "text", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+        model = "embed_image" if kind == "image" else "embed_text"
+        await self._client.infer(model, [tensor], outputs=[self._tc.InferRequestedOutput("embedding")])
+
+    async def batch_counts(self) -> dict[str, dict[int, int]]:
+        if self.protocol == "grpc":
+            stats = await self._client.get_inference_statistics(as_json=True)
+        else:
+            stats = await self._client.get_inference_statistics()
+        return batch_counts(stats)
+
+
+class JsonHttpTarget:
+    def __init__(self, url: str, name: str = "fastapi") -> None:
+        self.name, self.url, self.protocol = name, url.rstrip("/"), "http"
+        self._session = None
+
+    async def open(self) -> None:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def call(self, kind: str, item: bytes | str) -> None:
+        if kind == "image":
+            request = self._session.post(f"{self.url}/embed/image", data=item,
+                                         headers={"Content-Type": "application/octet-stream"})
+        else:
+            request = self._session.post(f"{self.url}/embed/text", json={"text": item})
+        async with request as response:
+            body = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
+
+    async def batch_counts(self) -> dict[str, dict[int, int]]:
+        return {}
+
+
+def batch_counts(statistics: dict) -> dict[str, dict[int, int]]:
+    """Executions per batch size, per model, from Triton's statistics (JSON form)."""
+    return {
+        model["name"]: {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in model.get("batch_stats", [])}
+        for model in statistics.get("model_stats", [])
+    }
+
+
+def _mean_batches(before: dict[str, dict[int, int]], after: dict[str, dict[int, int]]) -> dict[str, float]:
+    means = {}
+    for model, sizes in after.items():
+        grown = {size: count - before.get(model, {}).get(size, 0) for size, count in sizes.items()}
+        executions = sum(grown.values())
+        if executions:
+            means[model] = sum(size * count for size, count in grown.items()) / executions
+    return means
+
+
+def _result(target, workload, mode, latencies: list[float], errors: list[str], elapsed: float,
+            batches: dict[str, float], **extra) -> StepResult:
+    ms = np.array(latencies) * 1000
+    percentile = (lambda q: float(np.percentile(ms, q))) if len(ms) else (lambda q: None)
+    return StepResult(
+        target=target.name, workload=workload, mode=mode, duration_s=elapsed, completed=len(latencies),
+        errors=len(errors), throughput=len(latencies) / elapsed, p50_ms=percentile(50), p90_ms=percentile(90),
+        p99_ms=percentile(99), mean_batch=batches, first_error=errors[0] if errors else None, **extra,
+    )
+
+
+async def closed_loop(target, payloads: Payloads, workload: str, concurrency: int, seconds: float) -> StepResult:
+    """`concurrency` clients, each sending its next request as soon as the last one is answered."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    before = await target.batch_counts()
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            kind, item = payloads.next()
+            start = time.perf_counter()
+            try:
+                await target.call(kind, item)
+            except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
+                errors.append(f"{type(error).__name__}: {error}"[:300])
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    batches = _mean_batches(before, await target.batch_counts())
+    return _result(target, workload, "closed", latencies, errors, elapsed, batches, concurrency=concurrency)
+
+
+async def open_loop(target, payloads: Payloads, workload: str, rate: float, seconds: float, *,
+                    max_outstanding: int = 1024, seed: int = 0) -> StepResult:
+    """Requests arrive as a Poisson process at `rate`/s whatever the server does; latency counts from arrival."""
+    rng = random.Random(seed)
+    latencies: list[float] = []
+    errors: list[str] = []
+    tasks: set[asyncio.Task] = set()
+    before = await target.batch_counts()
+
+    async def one(arrival: float, kind: str, item) -> None:
+        try:
+            await target.call(kind, item)
+        except Exception as error:  # noqa: BLE001 - counted and reported
+            errors.append(f"{type(error).__name__}: {error}"[:300])
+            return
+        latencies.append(time.perf_counter() - arrival)
+
+    started = time.perf_counter()
+    arrival = started
+    while arrival < started + seconds:
+        arrival += rng.expovariate(rate)
+        delay = arrival - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(tasks) >= max_outstanding:
+            errors.append("client: too many outstanding requests (server far behind)")
+            continue
+        task = asyncio.ensure_future(one(arrival, *payloads.next()))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=max(30.0, seconds))
+    elapsed = time.perf_counter() - started
+    batches = _mean_batches(before, await target.batch_counts())
+    return _result(target, workload, "open", latencies, errors, elapsed, batches, offered_rate=rate)
+
+
+async def sweep(target, payloads: Payloads, workload: str, concurrencies: Sequence[int], seconds: float,
+                on_step=None) -> list[StepResult]:
+    await target.open()
+    try:
+        results = []
+        for concurrency in concurrencies:
+            result = await closed_loop(target, payloads, workload, concurrency, seconds)
+            results.append(result)
+            if on_step is not None:
+                on_step(result)
+        return results
+    finally:
+        await target.close()
+
+
+async def rates(target, payloads: Payloads, workload: str, offered: Sequence[float], seconds: float,
+                on_step=None) -> list[StepResult]:
+    await target.open()
+    try:
+        results = []
+        for rate in offered:
+            result = await open_loop(target, payloads, workload, rate, seconds)
+            results.append(result)
+            if on_step is not None:
+                on_step(result)
+        return results
+    finally:
+        await target.close()
+
+
+def sample_payloads(count: int = 32, size: int = 640, seed: int = 3) -> tuple[list[bytes], list[str]]:
+    """Real JPEGs of generated scenes (`size` x 3/4 size, quality 90) and ~8-word query texts."""
+    import io
+
+    from PIL import Image
+
+    from mmserve.data import synthetic as S
+
+    images = []
+    for scene in S.gallery_scenes(count, seed):
+        square = Image.fromarray(S.render_scene(scene, size))
+        buffer = io.BytesIO()
+        square.crop((0, size // 8, size, size - size // 8)).save(buffer, format="JPEG", quality=90)
+        images.append(buffer.getvalue())
+    texts = [S.full_caption(scene).text for scene in S.gallery_scenes(count, seed + 1)]
+    return images, texts
+
+
+def plot_closed(results: Sequence[StepResult], path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    series: dict[str, list[StepResult]] = {}
+    for result in results:
+        if result.mode == "closed":
+            series.setdefault(f"{result.target} {result.workload}", []).append(result)
+    for label, steps in series.items():
+        axis.plot([s.concurrency for s in steps], [s.throughput for s in steps], marker="o", label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("concurrent clients")
+    axis.set_ylabel("items/s")
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_open(results: Sequence[StepResult], path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in results if r.mode == "open" and r.p50_ms is not None]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for field, label in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99")):
+        axis.plot([s.offered_rate for s in steps], [getattr(s, field) for s in steps], marker="o", label=label)
+    axis.set_xlabel("offered load (requests/s)")
+    axis.set_ylabel("latency (ms)")
+    axis.set_yscale("log")
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
