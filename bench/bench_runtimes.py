@@ -78,15 +78,9 @@ def main() -> None:
 
     models = [default_model_dir()]
     if args.vit_b32:
-        from transformers import CLIPConfig, CLIPModel
+        from mmserve.towers import write_random_clip
 
-        from mmserve import model as files
-
-        directory = Path(tempfile.mkdtemp(prefix="vit-b32-"))
-        CLIPModel(CLIPConfig()).save_pretrained(str(directory))
-        files.write_hf_tokenizer_files(directory, files.load_vocabulary(default_model_dir()), 77)
-        files.write_preprocessor_config(directory, 224)
-        models.append(directory)
+        models.append(write_random_clip(Path(tempfile.mkdtemp(prefix="vit-b32-"))))
 
     print(f"batch {args.batch}, {args.threads} threads, {args.seconds:.0f} s per case; "
           "ratio = throughput / PyTorch fp32 throughput measured in this run")

@@ -74,3 +74,30 @@ def towers_for(clip: nn.Module, info: ClipModelInfo) -> tuple[ImageTower, TextTo
         ImageTower(clip, info.image_mean, info.image_std),
         TextTower(clip, info.eos_token_id),
     )
+
+
+def write_random_clip(directory: str | Path, *, seed: int = 0, **config_kwargs) -> Path:
+    """A Hugging Face CLIP directory with random weights and the real CLIP vocabulary (no download).
+
+    With no keyword arguments it is a full-size ViT-B/32 (CLIPConfig's defaults): speed does not depend on
+    the weights' values, so benchmarks and tests use it for a realistic size. `image_size`, `mean` and
+    `std` set the preprocessor; other keywords go to CLIPConfig.
+    """
+    from transformers import CLIPConfig, CLIPModel
+
+    from mmserve import model as model_files
+
+    directory = Path(directory)
+    image_size = config_kwargs.pop("image_size", 224)
+    mean = config_kwargs.pop("mean", model_files.OPENAI_MEAN)
+    std = config_kwargs.pop("std", model_files.OPENAI_STD)
+    torch.manual_seed(seed)
+    config = CLIPConfig(**config_kwargs)
+    config.vision_config.image_size = image_size
+    config.text_config.eos_token_id = 49407
+    config.text_config.bos_token_id = 49406
+    CLIPModel(config).save_pretrained(str(directory))
+    vocabulary = model_files.load_vocabulary(model_files.default_model_dir())
+    model_files.write_hf_tokenizer_files(directory, vocabulary, config.text_config.max_position_embeddings)
+    model_files.write_preprocessor_config(directory, image_size, mean, std)
+    return directory

@@ -10,33 +10,11 @@ from mmserve.model import default_model_dir
 from mmserve.settings import Settings
 
 
-def write_random_clip(directory: Path, *, seed: int = 0, **config_kwargs) -> Path:
-    """A Hugging Face CLIP directory with random weights and the real CLIP vocabulary (no download)."""
-    import torch
-    from transformers import CLIPConfig, CLIPModel
-
-    from mmserve import model as model_files
-    from mmserve.training import reference_tokenizer
-
-    image_size = config_kwargs.pop("image_size", 224)
-    mean = config_kwargs.pop("mean", model_files.OPENAI_MEAN)
-    std = config_kwargs.pop("std", model_files.OPENAI_STD)
-    torch.manual_seed(seed)
-    config = CLIPConfig(**config_kwargs)
-    config.vision_config.image_size = image_size
-    config.text_config.eos_token_id = 49407
-    config.text_config.bos_token_id = 49406
-    CLIPModel(config).save_pretrained(str(directory))
-    _, bpe_file = reference_tokenizer()
-    vocabulary = model_files.vocabulary_from_open_clip_bpe(bpe_file)
-    model_files.write_hf_tokenizer_files(directory, vocabulary, config.text_config.max_position_embeddings)
-    model_files.write_preprocessor_config(directory, image_size, mean, std)
-    return directory
-
-
 @pytest.fixture(scope="session")
 def random_clip():
     """`random_clip(directory, **config)`: write a random-weight CLIP directory."""
+    from mmserve.towers import write_random_clip
+
     return write_random_clip
 
 
@@ -60,6 +38,8 @@ def bundled_settings(bundled_model_dir, tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def vit_b32_dir(tmp_path_factory) -> Path:
     """Full-size CLIP ViT-B/32 configuration (CLIPConfig's defaults) with random weights."""
+    from mmserve.towers import write_random_clip
+
     return write_random_clip(tmp_path_factory.mktemp("vit-b32"), seed=1)
 
 
