@@ -286,3 +286,37 @@ def test_load_generator_smoke(triton_server, tmp_path):
         assert step["errors"] == 0 and step["completed"] > 0 and step["p50_ms"] <= step["p99_ms"]
     assert steps[1]["mean_batch"]["text_tower"] > 1 or steps[1]["mean_batch"]["image_tower"] > 1
     assert plot.stat().st_size > 1000 and (tmp_path / "throughput-latency.png").stat().st_size > 1000
+
+
+def test_a_killed_launcher_does_not_leave_tritonserver_running(triton_repository, bundled_settings, port_factory):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from mmserve.serving.server import TritonServer\n"
+        f"server = TritonServer(Path({str(triton_repository)!r}), http_port={port_factory()}, "
+        f"grpc_port={port_factory()}, metrics_port={port_factory()}, "
+        f"cache_dir=Path({str(bundled_settings.cache_dir)!r})).start()\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(launcher.stdout.readline())
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    launcher.stdout.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:  # gone, or a zombie waiting for whoever adopted it
+            if open(f"/proc/{server_pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(server_pid, signal.SIGKILL)
+        raise AssertionError("tritonserver outlived its killed launcher")

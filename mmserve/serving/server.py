@@ -85,6 +85,17 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def _exit_with_parent() -> None:
+    """In the child: get SIGTERM if the launching process dies (even by SIGKILL), so no server is orphaned."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux/glibc: the server outlives a killed launcher, as any child would
+
+
 @dataclasses.dataclass
 class TritonServer:
     """One tritonserver process. Use as a context manager, or `start()` / `stop()`."""
@@ -149,7 +160,7 @@ class TritonServer:
             # A new session: Ctrl-C in a terminal reaches us, and we shut Triton down in order.
             self.process = subprocess.Popen(
                 self.command(), env=server_environment(), stdout=output, stderr=subprocess.STDOUT if output else None,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_exit_with_parent,
             )
         finally:
             if output is not None:
