@@ -1,9 +1,10 @@
 """The end-to-end demo: a synthetic photo gallery, embedded and searched across modalities.
 
-Runs in-process on the exported towers: writes a gallery of real JPEG and PNG
-files with known content, embeds them, then answers text-to-image,
-image-to-image and image-to-text queries, checking each hit against the ground
-truth and printing timings.
+Writes a gallery of real JPEG and PNG files with known content, embeds them
+(through Triton with an `mmserve.Client`, or in-process), indexes them in an
+`mmserve.Index`, then answers text-to-image, image-to-image (index searches)
+and image-to-text queries, checking each hit against the ground truth and
+printing timings.
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ def run_demo(workdir: Path, gallery_size: int, embedder, out=print) -> dict[str,
     out(f"embedded {len(items)} images in {elapsed:.2f} s ({timings['images_per_s']:.0f} images/s, "
         "decode + preprocess + image tower)")
 
+    import shutil
+
+    from mmserve.index import Index
+
+    shutil.rmtree(workdir / "index", ignore_errors=True)
+    index = Index.create(workdir / "index", gallery.shape[1])
+    index.add(gallery, [{"uri": str(item.path), "caption": item.description} for item in items])
+    index.save()
+    out(f"indexed them in {workdir / 'index'} (usearch HNSW + SQLite metadata; keys = gallery order)")
+
     out("\n== text -> image ==")
     t = time.perf_counter()
     query_emb = embedder.embed_texts(list(TEXT_QUERIES))
@@ -85,7 +96,7 @@ def run_demo(workdir: Path, gallery_size: int, embedder, out=print) -> dict[str,
     hits, possible = 0, 0
     for query, vector in zip(TEXT_QUERIES, query_emb):
         caption = _parse_query(query)
-        order = np.argsort(-(gallery @ vector))[:5]
+        order = [hit.key for hit in index.search(vector, 5)]
         correct = [S.caption_matches(caption, items[j].scene) for j in order]
         relevant = sum(S.caption_matches(caption, item.scene) for item in items)
         # A query with fewer than 5 true images in the gallery can score at most that many.
@@ -102,7 +113,7 @@ def run_demo(workdir: Path, gallery_size: int, embedder, out=print) -> dict[str,
 
     out("\n== image -> image ==")
     for j in (0, 1):
-        order = [k for k in np.argsort(-(gallery @ gallery[j])) if k != j][:3]
+        order = [hit.key for hit in index.search(gallery[j], 4) if hit.key != j][:3]
         out(f"query {items[j].path.name}: {items[j].description}")
         for k in order:
             out(f"  {items[k].path.name}  {gallery[k] @ gallery[j]:.3f}  {items[k].description}")
@@ -118,6 +129,7 @@ def run_demo(workdir: Path, gallery_size: int, embedder, out=print) -> dict[str,
         out(f"{items[i].path.name} ({items[i].description}):")
         out("  " + " | ".join(f"{labels[b]} {label_emb[b] @ gallery[i]:.3f}" for b in best))
     timings["image_to_text_top1"] = float(np.mean(top1))
+    index.close()
     out(f"top-1 label accuracy on {len(single)} single-object images: {timings['image_to_text_top1']:.2f}")
     return timings
 
