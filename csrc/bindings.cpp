@@ -13,6 +13,7 @@
 #include "image/decode.h"
 #include "image/preprocess.h"
 #include "image/resample.h"
+#include "simd/similarity.h"
 #include "tokenizer/clip_tokenizer.h"
 
 namespace py = pybind11;
@@ -187,6 +188,84 @@ py::tuple tokenize_batch(const mmserve::tokenizer::ClipTokenizer& tokenizer, con
   return py::make_tuple(ids, lengths);
 }
 
+bool has_dtype(const py::array& array, const char* name) { return array.dtype().equal(py::dtype(name)); }
+
+std::string dtype_name(const py::array& array) { return py::str(array.dtype()); }
+
+bool aligned(const py::array& array) { return array.attr("flags").attr("aligned").cast<bool>(); }
+
+// A 2-D array whose rows may lie any number of bytes apart, with contiguous elements in a row.
+void check_matrix(const py::array& array, const std::string& what) {
+  if (array.ndim() != 2)
+    throw py::value_error(what + " must be 2-D, got " + std::to_string(array.ndim()) + "-D");
+  // Empty arrays may report zero strides; they have no elements to lay out.
+  if (array.shape(0) > 0 && array.shape(1) > 1 && array.strides(1) != array.itemsize())
+    throw py::value_error(what + " must have contiguous elements within a row (rows may be strided)");
+  if (!aligned(array)) throw py::value_error(what + " must be aligned to its element size");
+}
+
+// An output [queries, k] of `dtype`, written in place.
+void check_output(const py::array& array, const char* dtype, const std::string& what, int64_t rows, int64_t cols) {
+  if (!has_dtype(array, dtype)) throw py::type_error(what + " must be " + dtype + ", got " + dtype_name(array));
+  check_matrix(array, what);
+  if (array.shape(0) != rows || array.shape(1) != cols)
+    throw py::value_error(what + " must be [" + std::to_string(rows) + ", " + std::to_string(cols) + "], got [" +
+                          std::to_string(array.shape(0)) + ", " + std::to_string(array.shape(1)) + "]");
+  if (!array.writeable()) throw py::value_error(what + " must be writeable");
+}
+
+py::tuple similarity_top_k(const py::array& queries, const py::array& database, int64_t k,
+                           std::optional<py::array> scales, const std::string& kernel, int threads,
+                           std::optional<py::array> out_scores, std::optional<py::array> out_indices) {
+  namespace sim = mmserve::simd;
+  const sim::Isa isa = sim::isa_from_name(kernel);
+  if (k < 1) throw py::value_error("k must be at least 1, got " + std::to_string(k));
+  if (threads < 0) throw py::value_error("threads must be 0 (all cores) or positive");
+  if (!has_dtype(queries, "float32")) throw py::type_error("queries must be float32, got " + dtype_name(queries));
+  check_matrix(queries, "queries");
+
+  sim::Database db;
+  if (has_dtype(database, "float32")) db.storage = sim::Storage::F32;
+  else if (has_dtype(database, "float16")) db.storage = sim::Storage::F16;
+  else if (has_dtype(database, "int8")) db.storage = sim::Storage::I8;
+  else throw py::type_error("database must be float32, float16 or int8, got " + dtype_name(database));
+  check_matrix(database, "database");
+  db.data = database.data();
+  db.rows = database.shape(0);
+  db.dim = database.shape(1);
+  db.row_stride = database.strides(0);
+  if (queries.shape(1) != db.dim)
+    throw py::value_error("queries have " + std::to_string(queries.shape(1)) + " dimensions, database rows have " +
+                          std::to_string(db.dim));
+  if (db.dim < 1) throw py::value_error("vectors must have at least one dimension");
+
+  if (db.storage == sim::Storage::I8) {
+    if (!scales) throw py::value_error("an int8 database needs scales: float32 [N], one per row");
+    if (!has_dtype(*scales, "float32")) throw py::type_error("scales must be float32, got " + dtype_name(*scales));
+    if (scales->ndim() != 1 || scales->shape(0) != db.rows)
+      throw py::value_error("scales must be [" + std::to_string(db.rows) + "], one per database row");
+    if (!aligned(*scales)) throw py::value_error("scales must be aligned to its element size");
+    db.scales = static_cast<const float*>(scales->data());
+    db.scale_stride = scales->strides(0);
+  } else if (scales) {
+    throw py::value_error("scales apply only to an int8 database");
+  }
+
+  const sim::Queries q{static_cast<const float*>(queries.data()), queries.shape(0), queries.strides(0)};
+  const int64_t kept = sim::result_count(k, db.rows);
+  py::array scores = out_scores ? *out_scores : py::array_t<float>({q.count, kept});
+  py::array indices = out_indices ? *out_indices : py::array_t<int64_t>({q.count, kept});
+  check_output(scores, "float32", "out_scores", q.count, kept);
+  check_output(indices, "int64", "out_indices", q.count, kept);
+  const sim::TopKOutput out{static_cast<float*>(scores.mutable_data()), scores.strides(0),
+                            static_cast<int64_t*>(indices.mutable_data()), indices.strides(0)};
+  {
+    py::gil_scoped_release release;
+    sim::top_k(q, db, k, out, threads, isa);
+  }
+  return py::make_tuple(scores, indices);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -269,4 +348,16 @@ PYBIND11_MODULE(_C, m) {
            "up to and including end-of-text, on a thread pool with the GIL released.");
   m.def("active_resample_kernel", &mmserve::image::active_resample_kernel,
         "The resampling kernel set chosen for this CPU: avx512, avx2 or scalar.");
+
+  py::register_exception<mmserve::simd::UnsupportedKernel>(m, "UnsupportedKernelError", PyExc_LookupError);
+  m.def("top_k", &similarity_top_k, py::arg("queries"), py::arg("database"), py::arg("k"), py::kw_only(),
+        py::arg("scales") = py::none(), py::arg("kernel") = "auto", py::arg("threads") = 0,
+        py::arg("out_scores") = py::none(), py::arg("out_indices") = py::none(),
+        "Exact inner-product top-k of float32 queries [Q, D] against a float32, float16 or int8 (times "
+        "per-row scales) database [N, D]: (scores float32 [Q, min(k, N)], indices int64 [Q, min(k, N)]), "
+        "best first, ties to the lower row. Threads over rows, GIL released.");
+  m.def("active_similarity_kernel", &mmserve::simd::active_similarity_kernel,
+        "The similarity kernel set chosen for this CPU: avx512, avx2, neon or scalar.");
+  m.def("available_similarity_kernels", &mmserve::simd::available_similarity_kernels,
+        "Every similarity kernel set this CPU can run, scalar first (each can be forced with kernel=).");
 }

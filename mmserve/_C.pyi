@@ -29,6 +29,29 @@ def shortest_side_center_crop(
 def active_resample_kernel() -> str:
     """Resampling kernels chosen for this CPU: "avx512", "avx2" or "scalar"."""
 
+class UnsupportedKernelError(LookupError):
+    """A forced kernel set (kernel=...) that this CPU or build cannot run."""
+
+def top_k(
+    queries: npt.NDArray[np.float32],
+    database: npt.NDArray[np.float32] | npt.NDArray[np.float16] | npt.NDArray[np.int8],
+    k: int,
+    *,
+    scales: npt.NDArray[np.float32] | None = None,
+    kernel: str = "auto",
+    threads: int = 0,
+    out_scores: npt.NDArray[np.float32] | None = None,
+    out_indices: npt.NDArray[np.int64] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Exact inner-product top-k: float32 [Q, min(k, N)] scores and int64 row indices, best first,
+    ties to the lower row (GIL released, threads over rows)."""
+
+def active_similarity_kernel() -> str:
+    """Similarity kernels chosen for this CPU: "avx512", "avx2", "neon" or "scalar"."""
+
+def available_similarity_kernels() -> list[str]:
+    """Every similarity kernel set this CPU can run, "scalar" first."""
+
 class DecodeError(ValueError):
     """An image that cannot be decoded (bad data, limits, unsupported format)."""
 

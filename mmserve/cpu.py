@@ -17,3 +17,8 @@ def build_info() -> dict[str, object]:
 def resample_kernel() -> str:
     """The image resampling kernels chosen for this CPU: "avx512", "avx2" or "scalar"."""
     return str(_C.active_resample_kernel())
+
+
+def similarity_kernel() -> str:
+    """The similarity (top-k) kernels chosen for this CPU: "avx512", "avx2", "neon" or "scalar"."""
+    return str(_C.active_similarity_kernel())
