@@ -97,7 +97,7 @@ def test_text_tower_cut_gives_identical_embeddings(triton_server, local_embedder
         alone = np.concatenate([client.embed_texts([t]) for t in TEXTS])  # each cut at its own length
     assert np.abs(served - full_width).max() < 1e-5
     assert np.abs(alone - full_width).max() < 1e-5
-    assert length_buckets(77) == [8, 16, 32, 64, 77]
+    assert length_buckets(77) == [8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 76, 77]
 
 
 def test_concurrent_requests_form_dynamic_batches(triton_server, gallery):

@@ -97,11 +97,13 @@ class TritonPythonModel:
         return None
 
     def _warm_up(self) -> None:
-        for batch_size in sorted({1, self.max_batch_size}):
-            if self.kind == "text":
-                for width in self.buckets:
+        """Every length at batch 1, and the largest batch at the longest length (the largest buffers)."""
+        if self.kind == "text":
+            for batch_size, widths in ((1, self.buckets), (self.max_batch_size, self.buckets[-1:])):
+                for width in widths:
                     ids = np.zeros((batch_size, width), dtype=np.int32)
                     ids[:, width - 1] = self.eos_token_id
                     self.tower(ids)
-            else:
+        else:
+            for batch_size in sorted({1, self.max_batch_size}):
                 self.tower(np.zeros((batch_size, *self.pixel_shape), dtype=np.uint8))
