@@ -219,29 +219,26 @@ async def open_loop(target, payloads: Payloads, workload: str, rate: float, seco
 
 async def sweep(target, payloads: Payloads, workload: str, concurrencies: Sequence[int], seconds: float,
                 on_step=None) -> list[StepResult]:
-    await target.open()
-    try:
-        results = []
-        for concurrency in concurrencies:
-            result = await closed_loop(target, payloads, workload, concurrency, seconds)
-            results.append(result)
-            if on_step is not None:
-                on_step(result)
-        return results
-    finally:
-        await target.close()
+    """Closed-loop steps, one per client count, on one connection to the target."""
+    return await _steps(target, [lambda c=c: closed_loop(target, payloads, workload, c, seconds)
+                                 for c in concurrencies], on_step)
 
 
 async def rates(target, payloads: Payloads, workload: str, offered: Sequence[float], seconds: float,
                 on_step=None) -> list[StepResult]:
+    """Open-loop steps, one per offered rate."""
+    return await _steps(target, [lambda r=r: open_loop(target, payloads, workload, r, seconds) for r in offered],
+                        on_step)
+
+
+async def _steps(target, steps, on_step) -> list[StepResult]:
     await target.open()
     try:
         results = []
-        for rate in offered:
-            result = await open_loop(target, payloads, workload, rate, seconds)
-            results.append(result)
+        for step in steps:
+            results.append(await step())
             if on_step is not None:
-                on_step(result)
+                on_step(results[-1])
         return results
     finally:
         await target.close()
@@ -266,42 +263,39 @@ def sample_payloads(count: int = 32, size: int = 640, seed: int = 3) -> tuple[li
 
 
 def plot_closed(results: Sequence[StepResult], path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    """Throughput against concurrent clients, one line per target and workload."""
     series: dict[str, list[StepResult]] = {}
     for result in results:
         if result.mode == "closed":
             series.setdefault(f"{result.target} {result.workload}", []).append(result)
-    for label, steps in series.items():
-        axis.plot([s.concurrency for s in steps], [s.throughput for s in steps], marker="o", label=label)
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("concurrent clients")
-    axis.set_ylabel("items/s")
-    axis.set_title(title)
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    lines = {label: ([s.concurrency for s in steps], [s.throughput for s in steps]) for label, steps in series.items()}
+    _plot(lines, path, title, "concurrent clients", "items/s", xscale=("log", {"base": 2}))
 
 
 def plot_open(results: Sequence[StepResult], path, title: str) -> None:
+    """Latency percentiles against offered load (open-loop steps)."""
+    steps = [r for r in results if r.mode == "open" and r.p50_ms is not None]
+    lines = {label: ([s.offered_rate for s in steps], [getattr(s, field) for s in steps])
+             for field, label in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"))}
+    _plot(lines, path, title, "offered load (requests/s)", "latency (ms)", yscale=("log", {}))
+
+
+def _plot(lines: dict[str, tuple[list, list]], path, title: str, xlabel: str, ylabel: str, *, xscale=None,
+          yscale=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r for r in results if r.mode == "open" and r.p50_ms is not None]
     figure, axis = plt.subplots(figsize=(6, 4))
-    for field, label in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99")):
-        axis.plot([s.offered_rate for s in steps], [getattr(s, field) for s in steps], marker="o", label=label)
-    axis.set_xlabel("offered load (requests/s)")
-    axis.set_ylabel("latency (ms)")
-    axis.set_yscale("log")
+    for label, (xs, ys) in lines.items():
+        axis.plot(xs, ys, marker="o", label=label)
+    if xscale:
+        axis.set_xscale(xscale[0], **xscale[1])
+    if yscale:
+        axis.set_yscale(yscale[0], **yscale[1])
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     axis.legend()
