@@ -48,13 +48,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def pytriton_root() -> Path:
-    try:
-        import pytriton
-    except ImportError as error:
+    """The wheel's tritonserver folder, found without importing pytriton (its Python API's deps are not needed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise ServerStartError(
             "tritonserver comes from the nvidia-pytriton wheel: pip install nvidia-pytriton --no-deps"
-        ) from error
-    return Path(pytriton.__file__).parent / "tritonserver"
+        )
+    return Path(spec.submodule_search_locations[0]) / "tritonserver"
 
 
 def backend_directory(cache_dir: Path) -> Path:
