@@ -308,6 +308,9 @@ class Index:
         for file in staging.iterdir():
             _fsync_file(file)
         _fsync_dir(staging)
+        # A writer killed after this rename but before the commit below leaves an uncommitted `name` behind;
+        # CURRENT never pointed at it, so no reader can have it open.
+        shutil.rmtree(self.path / name, ignore_errors=True)
         staging.rename(self.path / name)
         _fsync_dir(self.path)
         pointer = self.path / f".{CURRENT}.tmp"

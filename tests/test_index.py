@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import random
 import signal
 import subprocess
@@ -181,3 +182,21 @@ def test_killing_a_writer_at_random_points_never_corrupts_the_index(tmp_path):
         index.save()
     leftovers = sorted(p.name for p in path.iterdir() if p.name not in ("CURRENT", "LOCK"))
     assert leftovers == [(path / "CURRENT").read_text().strip()]
+
+
+def test_a_save_after_a_writer_died_between_rename_and_commit_succeeds(tmp_path):
+    """The state a kill leaves between renaming the new generation into place and switching CURRENT."""
+    path = tmp_path / "index"
+    with Index.create(path, DIM) as index:
+        index.add(unit_rows(3, 0))
+        index.save()
+        current = (path / "CURRENT").read_text().strip()
+    number = int(current.removeprefix("gen-"))
+    orphan = path / f"gen-{number + 1:06d}"
+    shutil.copytree(path / current, orphan)  # renamed into place, never committed
+    with Index.open(path) as index:
+        assert len(index) == 3
+        index.add(unit_rows(2, 1))
+        index.save()
+    with Index.open(path, view=True) as index:
+        assert len(index) == 5 and (path / "CURRENT").read_text().strip() == orphan.name
