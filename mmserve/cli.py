@@ -358,6 +358,8 @@ def bench_command(
     if workload not in ("image", "text", "mixed"):
         raise typer.BadParameter("workload must be image, text or mixed")
     settings = _settings(server=server)
+    with _client(server, settings) as client:
+        client.model_summary()  # fail fast, with a clear error, when the server is not there
     sample_images, texts = loadtest.sample_payloads()
     if images is not None:
         from mmserve.indexing import find_images
@@ -469,11 +471,18 @@ def main(argv: list[str] | None = None) -> int:
     from mmserve.client import MmserveError, ServerUnavailableError
     from mmserve.index import IndexLockedError
 
+    # typer returns normally after a Ctrl-C it caught; remember the signal to exit 130 all the same.
+    interrupted = threading.Event()
+
+    def on_interrupt(signum, frame) -> None:
+        interrupted.set()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         app(args=argv, standalone_mode=False)
     except KeyboardInterrupt:
-        err.print("interrupted")
-        return 128 + signal.SIGINT
+        interrupted.set()
     except typer.Exit as done:
         return done.exit_code
     except (typer.Abort,):
@@ -491,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
             error.show()
             return error.exit_code
         raise
+    if interrupted.is_set():
+        err.print("interrupted")
+        return 128 + signal.SIGINT
     return 0
 
 

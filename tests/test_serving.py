@@ -320,3 +320,19 @@ def test_a_killed_launcher_does_not_leave_tritonserver_running(triton_repository
     else:
         os.kill(server_pid, signal.SIGKILL)
         raise AssertionError("tritonserver outlived its killed launcher")
+
+
+def test_ctrl_c_stops_a_cli_command_with_status_130(triton_server):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "mmserve.cli", "bench", "--server", triton_server.grpc_url, "--concurrency",
+               "1", "--seconds", "60"]
+    bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    bench.send_signal(signal.SIGINT)
+    _, stderr = bench.communicate(timeout=30)
+    assert bench.returncode == 130, stderr
+    assert stderr.rstrip().endswith("interrupted") and "Traceback" not in stderr
