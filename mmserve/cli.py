@@ -160,6 +160,7 @@ def demo(
     """End-to-end demo: build the repository, start Triton on free ports, embed a gallery, run every query kind."""
     import mmserve
     from mmserve.demo import run_demo
+    from mmserve.loadtest import batch_counts
     from mmserve.serving.repository import RepositoryOptions
     from mmserve.serving.server import TritonServer, free_port
 
@@ -184,8 +185,10 @@ def demo(
                   f"dim {summary.embedding_dim}, runtime {settings.runtime})")
         run_demo(workdir, gallery_size, client, out=out.print)
         out.print("\n== what Triton saw (dynamic batching) ==")
-        for model in client.statistics()["model_stats"]:
-            sizes = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in model.get("batch_stats", [])}
+        statistics = client.statistics()
+        executions = batch_counts(statistics)
+        for model in statistics["model_stats"]:
+            sizes = executions[model["name"]]
             requests = int(model["inference_stats"]["success"]["count"])
             out.print(f"  {model['name']:<17} {requests:>5} requests in {sum(sizes.values()):>4} executions, "
                       f"largest batch {max(sizes, default=0)}")
@@ -194,10 +197,10 @@ def demo(
 # -- search ----------------------------------------------------------------------------------------------------
 
 
-def _client(server: str | None, settings: Settings):
+def _client(settings: Settings):
     import mmserve
 
-    return mmserve.Client(server or settings.server, batch_size=settings.batch_size)
+    return mmserve.Client(settings.server, batch_size=settings.batch_size)
 
 
 @app.command("index")
@@ -219,7 +222,7 @@ def index_command(
 
     settings = _settings(index=index, server=server, batch_size=batch_size)
     files = find_images(paths)
-    with _client(server, settings) as client:
+    with _client(settings) as client:
         summary = client.model_summary()
         store = Index.open_or_create(settings.index, summary.embedding_dim, storage=storage,
                                      model=_model_name(summary))
@@ -259,7 +262,7 @@ def search(
     if (text is None) == (image is None):
         raise typer.BadParameter("give a text or --image FILE (one of them)")
     settings = _settings(index=index, server=server)
-    with Index.open(settings.index, view=True) as store, _client(server, settings) as client:
+    with Index.open(settings.index, view=True) as store, _client(settings) as client:
         finder = Search(client, store)
         hits = finder.search_text(text, k, tags=tag) if text is not None else finder.search_image(image, k, tags=tag)
     if as_json:
@@ -285,7 +288,7 @@ def classify(
 
     names = [label.strip() for label in labels.split(",") if label.strip()]
     settings = _settings(server=server)
-    with _client(server, settings) as client:
+    with _client(settings) as client:
         results = Search(client).classify(image, names, template=template)
     if as_json:
         print(json.dumps([r.model_dump() for r in results], indent=2))
@@ -358,7 +361,7 @@ def bench_command(
     if workload not in ("image", "text", "mixed"):
         raise typer.BadParameter("workload must be image, text or mixed")
     settings = _settings(server=server)
-    with _client(server, settings) as client:
+    with _client(settings) as client:
         client.model_summary()  # fail fast, with a clear error, when the server is not there
     sample_images, texts = loadtest.sample_payloads()
     if images is not None:

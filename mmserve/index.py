@@ -126,8 +126,6 @@ class Index:
     @classmethod
     def open(cls, path: str | Path, *, view: bool = False) -> Index:
         """Open for writing (loaded into memory, one writer) or, with `view=True`, read-only memory-mapped."""
-        from usearch.index import Index as Hnsw
-
         path = Path(path)
         if not (path / CURRENT).is_file():
             raise FileNotFoundError(f"no mmserve index at {path} (create one with `mmserve index`)")

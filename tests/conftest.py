@@ -50,17 +50,11 @@ def vit_b32_export(vit_b32_dir, tmp_path_factory) -> Path:
     return export_towers(vit_b32_dir, tmp_path_factory.mktemp("vit-b32-onnx"))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def port_factory():
     """`port_factory()`: a loopback port nothing listens on (yet)."""
+    from mmserve.serving.server import free_port
+
     return free_port
 
 
@@ -82,7 +76,7 @@ def triton_repository(bundled_settings, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def triton_server(triton_repository, bundled_settings, tmp_path_factory):
     """The real tritonserver on free loopback ports, serving the bundled model."""
-    from mmserve.serving.server import TritonServer
+    from mmserve.serving.server import TritonServer, free_port
 
     server = TritonServer(
         repository=triton_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import mmserve
+from mmserve.loadtest import batch_counts
 from mmserve.serving.repository import length_buckets
 
 PROTOCOLS = ("grpc", "http")
@@ -103,23 +104,13 @@ def test_text_tower_cut_gives_identical_embeddings(triton_server, local_embedder
 def test_concurrent_requests_form_dynamic_batches(triton_server, gallery):
     images = [p.read_bytes() for p in gallery]
     with mmserve.Client(triton_server.grpc_url, max_in_flight=16, batch_size=1) as client:
-        before = batch_counts(client)
+        before = batch_counts(client.statistics())
         client.embed_texts([f"a red circle number {i}" for i in range(48)])
         client.embed_images(images * 4)
-        after = batch_counts(client)
+        after = batch_counts(client.statistics())
     for model in ("text_tower", "image_tower", "image_preprocess", "text_tokenize"):
         grown = {size: after[model].get(size, 0) - before[model].get(size, 0) for size in after[model]}
         assert any(size > 1 and count > 0 for size, count in grown.items()), (model, grown)
-
-
-def batch_counts(client: mmserve.Client) -> dict[str, dict[int, int]]:
-    """Executions per batch size, per model, from Triton's statistics."""
-    counts: dict[str, dict[int, int]] = {}
-    for model in client.statistics()["model_stats"]:
-        counts[model["name"]] = {
-            int(entry["batch_size"]): int(entry["compute_infer"]["count"]) for entry in model.get("batch_stats", [])
-        }
-    return counts
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
