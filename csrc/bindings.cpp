@@ -44,13 +44,15 @@ mmserve::image::Image8 image_view(const py::array& array) {
 }
 
 py::array resize_crop(const py::array& src, std::pair<int, int> resize, std::tuple<int, int, int, int> crop,
-                      const std::string& filter, const std::string& kernel, std::optional<py::array> out) {
+                      const std::string& filter, const std::string& kernel, std::optional<py::array> out,
+                      std::optional<std::tuple<float, float, float, float>> box) {
   namespace im = mmserve::image;
   const im::Image8 in = image_view(src);
   im::ResizeCrop g;
   g.resize_width = resize.first;
   g.resize_height = resize.second;
   std::tie(g.crop_x, g.crop_y, g.crop_width, g.crop_height) = crop;
+  if (box) std::tie(g.box_x0, g.box_y0, g.box_x1, g.box_y1) = *box;
   py::array result;
   if (out) {
     result = *out;
@@ -300,8 +302,10 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("resize_crop", &resize_crop, py::arg("image"), py::arg("resize"), py::arg("crop"),
         py::arg("filter") = "bicubic", py::arg("kernel") = "auto", py::arg("out") = py::none(),
-        "Pillow-exact resize of a uint8 image to `resize` (w, h), keeping only the `crop` window "
-        "(x, y, w, h); written into `out` when given.");
+        py::arg("box") = py::none(),
+        "Pillow-exact resize of a uint8 image (or of its `box` region (x0, y0, x1, y1), as Pillow's "
+        "resize(box=...)) to `resize` (w, h), keeping only the `crop` window (x, y, w, h); written into "
+        "`out` when given.");
   m.def(
       "shortest_side_center_crop",
       [](int width, int height, int size, int crop) {

@@ -188,27 +188,62 @@ def test_format_comes_from_the_bytes_not_the_name(tmp_path):
     assert max_diff(batch[0], reference(png, info.image_size)) <= 1
 
 
-def test_fast_path_picks_the_largest_dct_scale_that_keeps_twice_the_target():
-    assert _C.fast_path_denominator(1920, 1280, 224) == 2   # 640 >= 448; 1280 / 4 = 320 is not
-    assert _C.fast_path_denominator(4000, 3000, 224) == 4   # 750
-    assert _C.fast_path_denominator(8000, 6000, 224) == 8   # 750
-    assert _C.fast_path_denominator(893, 893, 224) == 1     # ceil(893 / 2) = 447 < 448
-    assert _C.fast_path_denominator(896, 900, 224) == 2
+def test_fast_path_picks_the_largest_dct_scale_that_still_covers_the_target():
+    assert _C.fast_path_denominator(1920, 1280, 224) == 4   # 320 >= 224; 1280 / 8 = 160 is not
+    assert _C.fast_path_denominator(4000, 3000, 224) == 8   # 375
+    assert _C.fast_path_denominator(1792, 1792, 224) == 8   # exactly 224: no upsampling
+    assert _C.fast_path_denominator(447, 447, 224) == 1     # 223.5 < 224
+    assert _C.fast_path_denominator(900, 448, 224) == 2
+
+
+def detailed_photo(width, height, seed=0) -> Image.Image:
+    """Detail at 16-pixel cells: a misplaced resize region shows as a large mean difference."""
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
+    return Image.fromarray(cells).resize((width, height), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_fast_path_samples_the_same_region_as_the_exact_path(orientation):
+    # 1001 x 667 at 1/4 or 1/8 leaves a padded partial column and row, which EXIF
+    # orientation can move to the first edge; the resize must skip it either way
+    # (a region off by that padding measured a mean difference of 5 to 35 here).
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(detailed_photo(1001, 667, seed=orientation), "JPEG", quality=95, exif=exif.tobytes())
+    for size, denominator, bound in ((64, 8, 3.5), (160, 4, 1.5)):
+        assert _C.fast_path_denominator(1001, 667, size) == denominator
+        exact, _ = _C.preprocess_batch([data], size, size, exact=True)
+        fast, _ = _C.preprocess_batch([data], size, size, exact=False)
+        mean = np.abs(exact.astype(np.int32) - fast.astype(np.int32)).mean()
+        assert mean < bound, (size, mean)
+
+
+def large_jpegs() -> list[bytes]:
+    """Real photos at sizes that take each DCT scale, odd sizes included."""
+    found = []
+    for path in PHOTOS:
+        image = Image.open(path)
+        if image.mode not in ("RGB", "L") or min(image.size) < 128:
+            continue
+        found.append(encode(image.convert("RGB"), "JPEG", quality=92))
+    return found + [encode(photo(1601, 1067, seed=s), "JPEG", quality=90) for s in range(2)]
 
 
 def test_fast_path_embeddings_match_the_exact_path(bundled_settings):
     from mmserve.embedder import LocalEmbedder
 
     embedder = LocalEmbedder(bundled_settings)
-    photos = [p for p in PHOTOS if p.suffix.lower() in (".jpg", ".jpeg")]
-    large = [encode(photo(1600, 1067, seed=s), "JPEG", quality=90) for s in range(3)]
-    data = [p.read_bytes() for p in photos] + large
+    data = large_jpegs()
     info = embedder.info
+    sizes = [Image.open(io.BytesIO(d)).size for d in data]
+    scales = {_C.fast_path_denominator(w, h, info.image_size) for w, h in sizes}
+    assert {2, 4, 8} <= scales  # every DCT scale is exercised
     exact = ImagePreprocessor(info, exact=True)(data)
     fast = ImagePreprocessor(info, exact=False)(data)
     assert not np.array_equal(exact, fast)  # the fast path really ran
     cosine = (embedder.embed_pixels(exact) * embedder.embed_pixels(fast)).sum(1)
-    assert cosine.min() >= 0.995, cosine
+    assert cosine.min() >= 0.995, dict(zip(sizes, cosine.round(4)))
 
 
 def test_batch_reports_each_failure_and_keeps_the_rest():

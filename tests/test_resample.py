@@ -70,6 +70,22 @@ def test_typical_and_edge_geometries(kernel, width, height):
     assert np.array_equal(_C.resize_crop(image, resize, window, "bicubic", kernel), want)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_source_box_is_bit_identical_to_pillow_resize_with_box(kernel):
+    # The JPEG fast path resizes the region a DCT-scaled image covers (a fractional box).
+    rng = np.random.default_rng(11)
+    for _ in range(16):
+        width, height = (int(v) for v in rng.integers(8, 420, 2))
+        box = (float(rng.uniform(0, width / 3)), float(rng.uniform(0, height / 3)),
+               float(rng.uniform(2 * width / 3, width)), float(rng.uniform(2 * height / 3, height)))
+        resize = (int(rng.integers(1, 300)), int(rng.integers(1, 300)))
+        window = (0, 0, resize[0], resize[1])
+        image = random_image(rng, width, height, 3)
+        want = np.asarray(Image.fromarray(image).resize(resize, Image.Resampling.BICUBIC, box=box))
+        got = _C.resize_crop(image, resize, window, "bicubic", kernel, box=box)
+        assert np.array_equal(got, want), (width, height, box, resize)
+
+
 def test_center_crop_rounds_half_to_even_like_python():
     # (337 - 224) / 2 = 56.5 -> 56, as Python's round() in torchvision's center_crop.
     (rw, rh), (x, y, w, h) = _C.shortest_side_center_crop(337 * 3, 224 * 3, 224, 224)
@@ -98,6 +114,8 @@ def test_bad_arguments_raise_precise_errors():
         _C.resize_crop(image, (5, 5), (2, 2, 5, 5))
     with pytest.raises(ValueError, match="unknown resample filter"):
         _C.resize_crop(image, (5, 5), (0, 0, 5, 5), "cubic")
+    with pytest.raises(ValueError, match="source box lies outside"):
+        _C.resize_crop(image, (5, 5), (0, 0, 5, 5), box=(0, 0, 10.5, 10))
     with pytest.raises(ValueError, match="unknown kernel"):
         _C.resize_crop(image, (5, 5), (0, 0, 5, 5), "bicubic", "sse9")
     with pytest.raises(ValueError, match="out must be"):

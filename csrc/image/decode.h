@@ -69,6 +69,13 @@ struct Decoded {
   bool cmyk = false;
   Resample resample = Resample::Convolution;
   int orientation = 1;  // EXIF orientation tag (1..8); already applied to `pixels`
+  // The stored size after orientation, before any DCT scaling, and the region
+  // of `pixels` it covers: a JPEG decoded at 1/d holds ceil(full_width / d)
+  // columns of which full_width / d are image (libjpeg pads the last one;
+  // orientation may move it first). The resize maps that region (Pillow's `box`).
+  int full_width = 0;
+  int full_height = 0;
+  float box_x0 = 0, box_y0 = 0, box_x1 = 0, box_y1 = 0;
   PixelBuffer pixels;  // height x width x channels
 };
 
@@ -93,7 +100,7 @@ Header read_header(const uint8_t* data, size_t size, const Limits& limits);
 Decoded decode(const uint8_t* data, size_t size, const DecodeOptions& options);
 
 // The DCT scale denominator for a JPEG of this size (1 = none): the largest of
-// 2, 4, 8 that keeps the short side at least twice the target.
+// 2, 4, 8 that keeps the short side at least the target (no upsampling).
 int fast_path_denominator(int width, int height, int target);
 
 // Pillow's CMYK -> RGB (Convert.c cmyk2rgb) on inverted-CMYK pixels.

@@ -11,14 +11,16 @@ namespace mmserve::image {
 void resize_crop_nearest(const Image8& src, const ResizeCrop& g, const MutableImage8& dst) {
   // Pillow's ImagingScaleAffine: positions accumulate by repeated addition in
   // double, starting half a step in, and truncate; reproduced step by step.
-  const double step_x = static_cast<double>(src.width) / g.resize_width;
-  const double step_y = static_cast<double>(src.height) / g.resize_height;
+  const double x0 = g.box_x0, x1 = g.box_x1 > 0 ? g.box_x1 : src.width;
+  const double y0 = g.box_y0, y1 = g.box_y1 > 0 ? g.box_y1 : src.height;
+  const double step_x = (x1 - x0) / g.resize_width;  // == Pillow's for the whole image
+  const double step_y = (y1 - y0) / g.resize_height;
   std::vector<int> columns(g.crop_width);
-  double xo = 0.0 + step_x * 0.5;
+  double xo = x0 + step_x * 0.5;
   for (int x = 0; x < g.crop_x + g.crop_width; ++x, xo += step_x) {
     if (x >= g.crop_x) columns[x - g.crop_x] = std::min(std::max(static_cast<int>(xo), 0), src.width - 1);
   }
-  double yo = 0.0 + step_y * 0.5;
+  double yo = y0 + step_y * 0.5;
   const int ch = src.channels;
   for (int y = 0; y < g.crop_y + g.crop_height; ++y, yo += step_y) {
     if (y < g.crop_y) continue;
@@ -36,8 +38,11 @@ void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& 
   DecodeOptions decoding = options.decode;
   if (!options.exact) decoding.fast_path_target = options.resize_shortest_edge;
   const Decoded image = decode(data, size, decoding);
-  const ResizeCrop g =
-      shortest_side_center_crop(image.width, image.height, options.resize_shortest_edge, options.crop);
+  // The reference geometry of the stored size; a DCT-scaled decode resizes the
+  // region of its pixels that image covers, so both paths sample the same points.
+  ResizeCrop g =
+      shortest_side_center_crop(image.full_width, image.full_height, options.resize_shortest_edge, options.crop);
+  g.box_x0 = image.box_x0, g.box_y0 = image.box_y0, g.box_x1 = image.box_x1, g.box_y1 = image.box_y1;
   const Image8 src{image.pixels.data(), image.width, image.height, image.channels,
                    static_cast<std::ptrdiff_t>(image.width) * image.channels};
 

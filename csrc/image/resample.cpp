@@ -68,8 +68,8 @@ FilterDef filter_def(Filter filter) {
 }
 
 // Fixed-point coefficients for output pixels [first, first + count) of a
-// resize from `in_size` to `out_size` (Pillow's precompute_coeffs followed by
-// normalize_coeffs_8bpc). Row `i` holds `ksize` weights for inputs
+// resize of the region [in0, in1) of `in_size` inputs to `out_size` (Pillow's
+// precompute_coeffs followed by normalize_coeffs_8bpc). Row `i` holds `ksize` weights for inputs
 // start[i] .. start[i] + taps[i].
 struct Coefficients {
   int ksize = 0;
@@ -78,8 +78,10 @@ struct Coefficients {
   std::vector<int32_t> weights;  // count x ksize
 };
 
-Coefficients precompute(int in_size, int out_size, int first, int count, const FilterDef& filter) {
-  const double scale = static_cast<double>(in_size) / out_size;
+Coefficients precompute(int in_size, float in0, float in1, int out_size, int first, int count,
+                        const FilterDef& filter) {
+  // Pillow keeps the box in single precision and subtracts before widening.
+  const double scale = static_cast<double>(in1 - in0) / out_size;
   const double filterscale = std::max(scale, 1.0);
   const double support = filter.support * filterscale;
   Coefficients c;
@@ -90,7 +92,7 @@ Coefficients precompute(int in_size, int out_size, int first, int count, const F
   std::vector<double> k(c.ksize);
   for (int i = 0; i < count; ++i) {
     const int xx = first + i;
-    const double center = (xx + 0.5) * scale;
+    const double center = in0 + (xx + 0.5) * scale;
     const double ss = 1.0 / filterscale;
     int xmin = static_cast<int>(center - support + 0.5);
     if (xmin < 0) xmin = 0;
@@ -156,130 +158,6 @@ void vertical_u8_scalar(const Image8& src, const Coefficients& c, const MutableI
 
 #ifdef MMSERVE_X86
 
-// Per output pixel, the weights repeated per channel byte ("expanded"), so that
-// the contiguous bytes of the input window multiply lane by lane. Lanes that
-// belong to channel b are summed at the end with a mask. Sums are exact int32
-// additions, in a different order than Pillow's loop, with identical results.
-struct Expanded {
-  int stride = 0;  // int32 lanes per output pixel, a multiple of 16
-  std::vector<int32_t> weights;
-};
-
-Expanded expand(const Coefficients& c, int channels, int out_count) {
-  Expanded e;
-  e.stride = (c.ksize * channels + 15) / 16 * 16;
-  e.weights.assign(static_cast<size_t>(out_count) * e.stride, 0);
-  for (int xx = 0; xx < out_count; ++xx) {
-    const int32_t* k = &c.weights[static_cast<size_t>(xx) * c.ksize];
-    int32_t* out = &e.weights[static_cast<size_t>(xx) * e.stride];
-    for (int x = 0; x < c.taps[xx]; ++x)
-      for (int b = 0; b < channels; ++b) out[x * channels + b] = k[x];
-  }
-  return e;
-}
-
-// Sum of the 8 int32 lanes.
-// For 3 or 4 channels: per output pixel, each tap's weight repeated in 4 lanes
-// (one per RGBX channel), padded to a multiple of `taps_per_vector` taps.
-std::vector<int32_t> pixel_weights(const Coefficients& c, int out_count, int taps_per_vector, int* stride) {
-  const int groups = (c.ksize + taps_per_vector - 1) / taps_per_vector;
-  *stride = groups * taps_per_vector * 4;
-  std::vector<int32_t> weights(static_cast<size_t>(out_count) * *stride, 0);
-  for (int xx = 0; xx < out_count; ++xx) {
-    const int32_t* k = &c.weights[static_cast<size_t>(xx) * c.ksize];
-    int32_t* w = &weights[static_cast<size_t>(xx) * *stride];
-    for (int x = 0; x < c.taps[xx]; ++x)
-      for (int b = 0; b < 4; ++b) w[4 * x + b] = k[x];
-  }
-  return weights;
-}
-
-// Rounds, shifts, clamps and stores the RGBX sums of one output pixel (ch = 3 or 4 bytes).
-__attribute__((target("sse4.1"))) inline void store_pixel(__m128i sum, uint8_t* out, int ch) {
-  sum = _mm_srai_epi32(_mm_add_epi32(sum, _mm_set1_epi32(1 << (kPrecisionBits - 1))), kPrecisionBits);
-  const __m128i packed = _mm_packus_epi16(_mm_packus_epi32(sum, sum), _mm_setzero_si128());
-  const uint32_t pixel = static_cast<uint32_t>(_mm_cvtsi128_si32(packed));
-  std::memcpy(out, &pixel, ch);
-}
-
-// 3 or 4 channels: two pixels per vector, one int32 lane per channel (RGB widened
-// to RGBX by a byte shuffle); one sum of the two halves finishes the pixel.
-__attribute__((target("avx2"))) void horizontal_pixels_u8_avx2(const Image8& src, int row0, const Coefficients& c,
-                                                                const MutableImage8& dst) {
-  const int ch = src.channels;
-  int stride = 0;
-  const std::vector<int32_t> weights = pixel_weights(c, dst.width, 2, &stride);
-  const __m128i rgb_to_rgbx = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, -1, -1, -1, -1, -1, -1, -1, -1);
-  for (int y = 0; y < dst.height; ++y) {
-    const uint8_t* in = src.data + (row0 + y) * src.stride;
-    uint8_t* out = dst.data + y * dst.stride;
-    for (int xx = 0; xx < dst.width; ++xx) {
-      const int32_t* w = &weights[static_cast<size_t>(xx) * stride];
-      const uint8_t* p = in + c.start[xx] * ch;
-      const int taps = c.taps[xx];
-      __m256i acc = _mm256_setzero_si256();
-      for (int t = 0; t < taps; t += 2, w += 8) {
-        uint64_t raw = 0;
-        if (t + 2 < taps) {
-          std::memcpy(&raw, p + t * ch, 8);  // stays inside the window: more pixels follow
-        } else {
-          std::memcpy(&raw, p + t * ch, static_cast<size_t>(std::min(2, taps - t) * ch));
-        }
-        __m128i bytes = _mm_cvtsi64_si128(static_cast<long long>(raw));
-        if (ch == 3) bytes = _mm_shuffle_epi8(bytes, rgb_to_rgbx);
-        const __m256i kk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(bytes), kk));
-      }
-      store_pixel(_mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1)), out + xx * ch, ch);
-    }
-  }
-}
-
-__attribute__((target("avx2"))) inline int32_t reduce_add_avx2(__m256i v) {
-  __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
-  x = _mm_add_epi32(x, _mm_shuffle_epi32(x, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(x);
-}
-
-// 1 or 2 channels: every 8-lane vector starts on channel 0, so lane j holds channel j % ch.
-__attribute__((target("avx2"))) void horizontal_u8_avx2(const Image8& src, int row0, const Coefficients& c,
-                                                         const MutableImage8& dst) {
-  const int ch = src.channels;
-  if (ch >= 3) {
-    horizontal_pixels_u8_avx2(src, row0, c, dst);
-    return;
-  }
-  const Expanded e = expand(c, ch, dst.width);
-  __m256i select[2];  // select[b]: all-ones in the lanes that hold channel b
-  for (int b = 0; b < ch; ++b) {
-    alignas(32) int32_t lanes[8];
-    for (int j = 0; j < 8; ++j) lanes[j] = j % ch == b ? -1 : 0;
-    select[b] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
-  }
-  for (int y = 0; y < dst.height; ++y) {
-    const uint8_t* in = src.data + (row0 + y) * src.stride;
-    uint8_t* out = dst.data + y * dst.stride;
-    for (int xx = 0; xx < dst.width; ++xx) {
-      const int32_t* k = &e.weights[static_cast<size_t>(xx) * e.stride];
-      const uint8_t* p = in + c.start[xx] * ch;
-      const int bytes = c.taps[xx] * ch;
-      __m256i acc = _mm256_setzero_si256();
-      int i = 0;
-      for (; i + 8 <= bytes; i += 8) {
-        const __m256i px = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + i)));
-        const __m256i kk = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + i));
-        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(px, kk));
-      }
-      int32_t ss[2];
-      for (int b = 0; b < ch; ++b)
-        ss[b] = (1 << (kPrecisionBits - 1)) + reduce_add_avx2(_mm256_and_si256(acc, select[b]));
-      for (; i < bytes; ++i) ss[i % ch] += p[i] * k[i];  // the window starts on a pixel
-      for (int b = 0; b < ch; ++b) out[xx * ch + b] = clip8(ss[b]);
-    }
-  }
-}
-
 __attribute__((target("avx2"))) void vertical_u8_avx2(const Image8& src, const Coefficients& c,
                                                        const MutableImage8& dst) {
   const int n = dst.width * dst.channels;
@@ -305,73 +183,6 @@ __attribute__((target("avx2"))) void vertical_u8_avx2(const Image8& src, const C
       int32_t ss = 1 << (kPrecisionBits - 1);
       for (int y = 0; y < c.taps[yy]; ++y) ss += base[y * src.stride + i] * k[y];
       out[i] = clip8(ss);
-    }
-  }
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_pixels_u8_avx512(const Image8& src,
-                                                                                     int row0,
-                                                                                     const Coefficients& c,
-                                                                                     const MutableImage8& dst);
-
-// 1 or 2 channels: every 16-lane vector starts on channel 0, so lane j holds channel j % ch.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_u8_avx512(const Image8& src, int row0,
-                                                                     const Coefficients& c,
-                                                                     const MutableImage8& dst) {
-  const int ch = src.channels;
-  if (ch >= 3) {
-    horizontal_pixels_u8_avx512(src, row0, c, dst);
-    return;
-  }
-  const Expanded e = expand(c, ch, dst.width);
-  __mmask16 mask[2] = {};
-  for (int j = 0; j < 16; ++j) mask[j % ch] |= static_cast<__mmask16>(1u << j);
-  for (int y = 0; y < dst.height; ++y) {
-    const uint8_t* in = src.data + (row0 + y) * src.stride;
-    uint8_t* out = dst.data + y * dst.stride;
-    for (int xx = 0; xx < dst.width; ++xx) {
-      const int32_t* k = &e.weights[static_cast<size_t>(xx) * e.stride];
-      const uint8_t* p = in + c.start[xx] * ch;
-      const int bytes = c.taps[xx] * ch;
-      __m512i acc = _mm512_setzero_si512();
-      for (int i = 0; i < bytes; i += 16) {  // masked loads never read past the window
-        const __mmask16 m = bytes - i >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                            : static_cast<__mmask16>((1u << (bytes - i)) - 1);
-        const __m512i px = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p + i));
-        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(px, _mm512_maskz_loadu_epi32(m, k + i)));
-      }
-      for (int b = 0; b < ch; ++b)
-        out[xx * ch + b] = clip8((1 << (kPrecisionBits - 1)) + _mm512_mask_reduce_add_epi32(mask[b], acc));
-    }
-  }
-}
-
-// 3 or 4 channels: four pixels per vector, one int32 lane per channel (RGB widened
-// to RGBX by a byte shuffle); one sum of the four quarters finishes the pixel.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void horizontal_pixels_u8_avx512(const Image8& src,
-                                                                                     int row0,
-                                                                                     const Coefficients& c,
-                                                                                     const MutableImage8& dst) {
-  const int ch = src.channels;
-  int stride = 0;
-  const std::vector<int32_t> weights = pixel_weights(c, dst.width, 4, &stride);
-  const __m128i rgb_to_rgbx = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
-  for (int y = 0; y < dst.height; ++y) {
-    const uint8_t* in = src.data + (row0 + y) * src.stride;
-    uint8_t* out = dst.data + y * dst.stride;
-    for (int xx = 0; xx < dst.width; ++xx) {
-      const int32_t* w = &weights[static_cast<size_t>(xx) * stride];
-      const uint8_t* p = in + c.start[xx] * ch;
-      const int taps = c.taps[xx];
-      __m512i acc = _mm512_setzero_si512();
-      for (int t = 0; t < taps; t += 4, w += 16) {
-        const int n = std::min(4, taps - t);  // masked loads never read past the window
-        __m128i bytes = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << (n * ch)) - 1), p + t * ch);
-        if (ch == 3) bytes = _mm_shuffle_epi8(bytes, rgb_to_rgbx);
-        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(bytes), _mm512_loadu_si512(w)));
-      }
-      const __m256i half = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-      store_pixel(_mm_add_epi32(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1)), out + xx * ch, ch);
     }
   }
 }
@@ -405,6 +216,60 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void vertical_u8_avx512(con
 using HorizontalKernel = void (*)(const Image8&, int, const Coefficients&, const MutableImage8&);
 using VerticalKernel = void (*)(const Image8&, const Coefficients&, const MutableImage8&);
 
+// Copies pixel (x, y) of a rows x cols window to (y, x): blocked for the cache,
+// with the pixel size a compile-time constant.
+template <int Channels>
+void transpose_pixels(const uint8_t* in, std::ptrdiff_t in_stride, int rows, int cols, uint8_t* out,
+                      std::ptrdiff_t out_stride) {
+  constexpr int kBlock = 16;
+  for (int y0 = 0; y0 < rows; y0 += kBlock) {
+    const int y1 = std::min(rows, y0 + kBlock);
+    for (int x0 = 0; x0 < cols; x0 += kBlock) {
+      const int x1 = std::min(cols, x0 + kBlock);
+      for (int y = y0; y < y1; ++y) {
+        const uint8_t* row = in + y * in_stride;
+        for (int x = x0; x < x1; ++x) std::memcpy(out + x * out_stride + y * Channels, row + x * Channels, Channels);
+      }
+    }
+  }
+}
+
+void transpose(const uint8_t* in, std::ptrdiff_t in_stride, int rows, int cols, int channels, uint8_t* out,
+               std::ptrdiff_t out_stride) {
+  switch (channels) {
+    case 1: return transpose_pixels<1>(in, in_stride, rows, cols, out, out_stride);
+    case 2: return transpose_pixels<2>(in, in_stride, rows, cols, out, out_stride);
+    case 3: return transpose_pixels<3>(in, in_stride, rows, cols, out, out_stride);
+    default: return transpose_pixels<4>(in, in_stride, rows, cols, out, out_stride);
+  }
+}
+
+// The horizontal pass as a vertical one over the transposed window: the
+// vertical kernels run 16 channel values per instruction with no per-pixel
+// reduction, which beats the per-pixel horizontal kernels when windows are
+// narrow (the few taps of a small downscale). Same integer sums, same bits.
+template <VerticalKernel Vertical>
+void horizontal_by_transpose(const Image8& src, int row0, const Coefficients& c, const MutableImage8& dst) {
+  const int ch = src.channels;
+  const int rows = dst.height;
+  int first = c.start[0], last = 0;
+  for (size_t i = 0; i < c.start.size(); ++i) {
+    first = std::min(first, c.start[i]);
+    last = std::max(last, c.start[i] + c.taps[i]);
+  }
+  const int cols = last - first;
+  const std::ptrdiff_t column_stride = static_cast<std::ptrdiff_t>(rows) * ch;
+  PixelBuffer columns(static_cast<size_t>(cols) * column_stride);
+  transpose(src.data + row0 * src.stride + static_cast<std::ptrdiff_t>(first) * ch, src.stride, rows, cols, ch,
+            columns.data(), column_stride);
+  Coefficients shifted = c;
+  for (int& start : shifted.start) start -= first;
+  PixelBuffer result(static_cast<size_t>(dst.width) * column_stride);
+  Vertical(Image8{columns.data(), rows, cols, ch, column_stride}, shifted,
+           MutableImage8{result.data(), rows, dst.width, ch, column_stride});
+  transpose(result.data(), column_stride, dst.width, rows, ch, dst.data, dst.stride);
+}
+
 struct Kernels {
   HorizontalKernel horizontal;
   VerticalKernel vertical;
@@ -426,10 +291,10 @@ Kernels kernels_for(Isa isa) {
 #ifdef MMSERVE_X86
     case Isa::Avx512:
       if (!(f.avx512f && f.avx512bw && f.avx512vl)) throw std::out_of_range("avx512 kernels are not supported on this CPU");
-      return {horizontal_u8_avx512, vertical_u8_avx512, "avx512"};
+      return {horizontal_by_transpose<vertical_u8_avx512>, vertical_u8_avx512, "avx512"};
     case Isa::Avx2:
       if (!f.avx2) throw std::out_of_range("avx2 kernels are not supported on this CPU");
-      return {horizontal_u8_avx2, vertical_u8_avx2, "avx2"};
+      return {horizontal_by_transpose<vertical_u8_avx2>, vertical_u8_avx2, "avx2"};
 #else
     case Isa::Avx512:
     case Isa::Avx2:
@@ -485,8 +350,15 @@ void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const Mu
   const Kernels kernels = kernels_for(isa);
   const FilterDef def = filter_def(filter);
   const int ch = src.channels;
-  const bool need_horizontal = g.resize_width != src.width;
-  const bool need_vertical = g.resize_height != src.height;
+  const float x0 = g.box_x0, x1 = g.box_x1 > 0 ? g.box_x1 : static_cast<float>(src.width);
+  const float y0 = g.box_y0, y1 = g.box_y1 > 0 ? g.box_y1 : static_cast<float>(src.height);
+  if (x0 < 0 || y0 < 0 || x1 > src.width || y1 > src.height || x0 >= x1 || y0 >= y1)
+    throw std::invalid_argument("the source box lies outside the image");
+  const bool whole_x = x0 == 0 && x1 == src.width, whole_y = y0 == 0 && y1 == src.height;
+  const bool need_horizontal = g.resize_width != src.width || !whole_x;
+  const bool need_vertical = g.resize_height != src.height || !whole_y;
+  auto horizontal_coefficients = [&](int first, int count) { return precompute(src.width, x0, x1, g.resize_width, first, count, def); };
+  auto vertical_coefficients = [&](int first, int count) { return precompute(src.height, y0, y1, g.resize_height, first, count, def); };
   // Pillow (>= 12) runs the vertical pass first when the height shrinks by more
   // than twice as many pixels as the width; the order changes the rounding of the
   // intermediate image, so it is reproduced exactly.
@@ -502,10 +374,10 @@ void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const Mu
   if (!need_vertical || !need_horizontal) {
     // One pass, straight from the source window into dst.
     if (need_horizontal) {
-      const Coefficients h = precompute(src.width, g.resize_width, g.crop_x, g.crop_width, def);
+      const Coefficients h = horizontal_coefficients(g.crop_x, g.crop_width);
       kernels.horizontal(src, g.crop_y, h, dst);
     } else {
-      const Coefficients v = precompute(src.height, g.resize_height, g.crop_y, g.crop_height, def);
+      const Coefficients v = vertical_coefficients(g.crop_y, g.crop_height);
       const Image8 window{src.data + static_cast<std::ptrdiff_t>(g.crop_x) * ch, g.crop_width, src.height, ch,
                           src.stride};
       kernels.vertical(window, v, dst);
@@ -513,8 +385,8 @@ void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const Mu
     return;
   }
 
-  Coefficients h = precompute(src.width, g.resize_width, g.crop_x, g.crop_width, def);
-  Coefficients v = precompute(src.height, g.resize_height, g.crop_y, g.crop_height, def);
+  Coefficients h = horizontal_coefficients(g.crop_x, g.crop_width);
+  Coefficients v = vertical_coefficients(g.crop_y, g.crop_height);
   PixelBuffer temp;
   if (horizontal_first) {
     // Horizontal pass over the source rows the vertical pass will read.

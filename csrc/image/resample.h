@@ -28,6 +28,9 @@ struct ResizeCrop {
   int crop_y = 0;
   int crop_width = 0;
   int crop_height = 0;
+  // The source region resized to resize_* (Pillow's `box`, in source pixels,
+  // single precision as Pillow keeps it); box_x1 == 0 means the whole source.
+  float box_x0 = 0, box_y0 = 0, box_x1 = 0, box_y1 = 0;
 };
 
 // The reference geometry: shortest side to `size` (long side truncated, as
