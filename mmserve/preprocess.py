@@ -76,8 +76,9 @@ class ImagePreprocessor:
     Decoding (JPEG, PNG), EXIF orientation, the resize and the centre crop run
     on a thread pool with the GIL released. With `exact=False` (the default),
     JPEGs at least twice the target size are decoded at 1/2, 1/4 or 1/8 scale
-    in the DCT domain first; `exact=True` reproduces the Pillow reference
-    pipeline to the bit.
+    in the DCT domain first (the largest that still covers the target) and the
+    region that scaled image covers is resized; `exact=True` reproduces the
+    Pillow reference pipeline to the bit.
     """
 
     def __init__(

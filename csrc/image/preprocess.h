@@ -20,8 +20,8 @@ struct PreprocessOptions {
   int resize_shortest_edge = 224;
   int crop = 224;
   Filter filter = Filter::Bicubic;
-  // false: JPEGs whose short side is at least four times the target decode at
-  // 1/2, 1/4 or 1/8 scale (the largest that keeps the short side >= 2x the target).
+  // false: JPEGs whose short side is at least twice the target decode at 1/2,
+  // 1/4 or 1/8 scale (the largest that keeps the short side >= the target).
   bool exact = false;
   DecodeOptions decode;
 };
