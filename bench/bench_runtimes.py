@@ -2,8 +2,9 @@
 
 For each model (the bundled one; optionally a random-weight ViT-B/32 via
 --vit-b32) and each tower, times PyTorch fp32 (the baseline: what a user of the
-Hugging Face model would run), ONNX Runtime fp32, OpenVINO fp32 and OpenVINO
-with its automatic precision (bf16 on CPUs that have it), and reports
+Hugging Face model would run), ONNX Runtime fp32, OpenVINO fp32, OpenVINO
+with its automatic precision (bf16 on CPUs that have it) and OpenVINO int8
+(uint8 weights, activations quantized on the fly), and reports
 throughput and the ratio to PyTorch, plus the cosine of each runtime's output
 against PyTorch. The text tower is timed at the full context length and
 trimmed after the last end-of-text token (what mmserve sends).
@@ -60,7 +61,8 @@ def bench_model(model_dir: Path, batch: int, seconds: float, threads: int) -> li
             reference = module(torch.from_numpy(array)).numpy()
             base = throughput(lambda: module(torch.from_numpy(array)), batch, seconds)
         rows.append((model_dir.name, label, "pytorch fp32", base, 1.0, 1.0))
-        for runtime, precision in (("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "auto")):
+        for runtime, precision in (("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "auto"),
+                                   ("openvino", "int8")):
             tower = load_tower(onnx_dir / file, runtime, threads, precision)
             cosine = float((tower(array) * reference).sum(1).min())
             rate = throughput(lambda: tower(array), batch, seconds)

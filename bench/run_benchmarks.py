@@ -8,8 +8,10 @@ in one run on this machine:
   arrivals at fractions of the measured image peak;
 - the typical server: transformers CLIPModel + CLIPProcessor behind FastAPI/uvicorn
   (`bench/baselines/fastapi_server.py`), same sweeps;
+- mmserve again with int8 towers (`precision="int8"`): image and text sweeps and the open loop;
 - in-process ceilings without any server: PyTorch with batching (`bench/baselines/torch_inprocess.py`)
-  and mmserve's own runtime (`LocalEmbedder`: C++ preprocessing + OpenVINO, batches of 64).
+  and mmserve's own runtime (`LocalEmbedder`: C++ preprocessing + OpenVINO, batches of 64), in the
+  default precision and int8, with int8's embedding cosine against f32 on the same payloads.
 
 Writes bench/results/*.json, bench/results/*.png and BENCHMARKS.md.
 
@@ -109,41 +111,58 @@ def stage_times(statistics: dict) -> dict[str, dict[str, float]]:
     return stages
 
 
+INT8 = "mmserve gRPC (int8)"  # the same server with int8 towers (precision="int8")
+
+
 def run_model(name: str, model_dir: Path, workdir: Path, seconds: float, images, texts) -> dict:
     settings = Settings(model_dir=model_dir)
     info = ClipModelInfo.from_dir(model_dir)
     log(f"{name}: exporting towers (cached after the first run)")
     export_towers(model_dir, settings.export_dir())
-    repository = build_repository(settings, workdir / name / "model_repository", RepositoryOptions.from_settings(
-        settings))
     results: list[loadtest.StepResult] = []
-    report = {"model": name, "image_size": info.image_size, "dim": info.embedding_dim}
+    report = {"model": name, "image_size": info.image_size, "dim": info.embedding_dim,
+              "precision": settings.precision}
 
     def step(result: loadtest.StepResult) -> None:
         load = result.concurrency if result.mode == "closed" else f"{result.offered_rate:.0f}/s"
         log(f"  {result.target} {result.workload} {result.mode} {load}: {result.throughput:.1f}/s "
             f"p50 {result.p50_ms or 0:.0f} ms p99 {result.p99_ms or 0:.0f} ms errors {result.errors}")
 
-    server = TritonServer(repository.resolve(), http_port=free_port(), grpc_port=free_port(),
-                          metrics_port=free_port(), cache_dir=settings.cache_dir,
-                          log_file=workdir / name / "tritonserver.log")
-    log(f"{name}: starting tritonserver")
-    with server:
-        for workload in ("image", "text", "mixed"):
-            payloads = loadtest.Payloads(workload, images, texts)
-            results += asyncio.run(loadtest.sweep(loadtest.TritonTarget(server.grpc_url, "mmserve gRPC"), payloads,
-                                                  workload, LEVELS, seconds, step))
-        payloads = loadtest.Payloads("image", images, texts)
-        results += asyncio.run(loadtest.sweep(loadtest.TritonTarget(server.http_url, "mmserve HTTP"), payloads,
-                                              "image", LEVELS[2::2], seconds, step))
-        peak = max(r.throughput for r in results if r.target == "mmserve gRPC" and r.workload == "image")
+    def start(variant: Settings, label: str) -> TritonServer:
+        repository = build_repository(variant, workdir / name / label / "model_repository",
+                                      RepositoryOptions.from_settings(variant))
+        log(f"{name}: starting tritonserver ({label})")
+        return TritonServer(repository.resolve(), http_port=free_port(), grpc_port=free_port(),
+                            metrics_port=free_port(), cache_dir=variant.cache_dir,
+                            log_file=workdir / name / label / "tritonserver.log")
+
+    def sweep(url: str, target: str, workload: str, levels) -> None:
+        payloads = loadtest.Payloads(workload, images, texts)
+        results.extend(asyncio.run(loadtest.sweep(loadtest.TritonTarget(url, target), payloads, workload, levels,
+                                                  seconds, step)))
+
+    def open_loop(url: str, target: str) -> None:
+        peak = max(r.throughput for r in results if r.target == target and r.workload == "image")
         rates = [round(peak * f, 1) for f in OPEN_LOOP_FRACTIONS]
-        results += asyncio.run(loadtest.rates(loadtest.TritonTarget(server.grpc_url, "mmserve gRPC"), payloads,
-                                              "image", rates, max(seconds, 5.0), step))
+        results.extend(asyncio.run(loadtest.rates(loadtest.TritonTarget(url, target),
+                                                  loadtest.Payloads("image", images, texts), "image", rates,
+                                                  max(seconds, 5.0), step)))
+
+    with start(settings, "default") as server:
+        for workload in ("image", "text", "mixed"):
+            sweep(server.grpc_url, "mmserve gRPC", workload, LEVELS)
+        sweep(server.http_url, "mmserve HTTP", "image", LEVELS[2::2])
+        open_loop(server.grpc_url, "mmserve gRPC")
         import mmserve
 
         with mmserve.Client(server.grpc_url) as client:
             report["stages"] = stage_times(client.statistics())
+
+    int8 = settings.model_copy(update={"precision": "int8"})
+    with start(int8, "int8") as server:
+        for workload in ("image", "text"):
+            sweep(server.grpc_url, INT8, workload, LEVELS[3:])
+        open_loop(server.grpc_url, INT8)
 
     log(f"{name}: starting the FastAPI baseline")
     baseline = FastApiBaseline(model_dir, workdir / name / "fastapi.log")
@@ -157,8 +176,22 @@ def run_model(name: str, model_dir: Path, workdir: Path, seconds: float, images,
 
     log(f"{name}: in-process ceilings (no server running)")
     report["in_process"] = in_process(model_dir, settings, images, texts, max(seconds, 5.0))
+    report["int8"] = int8_in_process(int8, settings, images, texts, max(seconds, 5.0))
     report["steps"] = [r.model_dump() for r in results]
     return report
+
+
+def rate(call, items: int, seconds: float) -> float:
+    call()
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or runs < 2:
+        call()
+        runs += 1
+    return runs * items / (time.perf_counter() - start)
+
+
+def batches(images, texts) -> tuple[list, list]:
+    return (images * (64 // len(images) + 1))[:64], (texts * (64 // len(texts) + 1))[:64]
 
 
 def in_process(model_dir: Path, settings: Settings, images, texts, seconds: float) -> dict[str, float]:
@@ -167,23 +200,30 @@ def in_process(model_dir: Path, settings: Settings, images, texts, seconds: floa
     from mmserve.embedder import LocalEmbedder
 
     embedder = LocalEmbedder(settings)
-    batch_images = (images * (64 // len(images) + 1))[:64]
-    batch_texts = (texts * (64 // len(texts) + 1))[:64]
-
-    def rate(call, items: int) -> float:
-        call()
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or runs < 2:
-            call()
-            runs += 1
-        return runs * items / (time.perf_counter() - start)
-
+    batch_images, batch_texts = batches(images, texts)
     return {
-        "mmserve runtime images/s": rate(lambda: embedder.embed_images(batch_images), 64),
-        "mmserve runtime texts/s": rate(lambda: embedder.embed_texts(batch_texts), 64),
+        "mmserve runtime images/s": rate(lambda: embedder.embed_images(batch_images), 64, seconds),
+        "mmserve runtime texts/s": rate(lambda: embedder.embed_texts(batch_texts), 64, seconds),
         "PyTorch images/s": torch_inprocess.image_throughput(model_dir, batch_images, batch_size=32,
                                                              seconds=seconds),
         "PyTorch texts/s": torch_inprocess.text_throughput(model_dir, batch_texts, batch_size=64, seconds=seconds),
+    }
+
+
+def int8_in_process(int8: Settings, default: Settings, images, texts, seconds: float) -> dict[str, float]:
+    """int8 runtime throughput and its embeddings' cosine against f32 on this run's payloads."""
+    from mmserve.embedder import LocalEmbedder
+
+    quantized = LocalEmbedder(int8)
+    f32 = LocalEmbedder(default.model_copy(update={"precision": "f32"}))
+    batch_images, batch_texts = batches(images, texts)
+    image_cosine = (quantized.embed_images(images) * f32.embed_images(images)).sum(1)
+    text_cosine = (quantized.embed_texts(texts) * f32.embed_texts(texts)).sum(1)
+    return {
+        "images/s": rate(lambda: quantized.embed_images(batch_images), 64, seconds),
+        "texts/s": rate(lambda: quantized.embed_texts(batch_texts), 64, seconds),
+        "image cosine min": float(image_cosine.min()),
+        "text cosine min": float(text_cosine.min()),
     }
 
 
@@ -220,7 +260,7 @@ def write_markdown(reports: list[dict], out: Path, results_dir: Path, seconds: f
         lines += [f"## {name} ({report['image_size']} px images, {report['dim']}-d embeddings)", ""]
         lines += ["| server | workload | best items/s | at clients | p50 ms | p99 ms | errors |",
                   "|---|---|---:|---:|---:|---:|---:|"]
-        for target in ("mmserve gRPC", "mmserve HTTP", "FastAPI + transformers"):
+        for target in ("mmserve gRPC", "mmserve HTTP", INT8, "FastAPI + transformers"):
             for workload in ("image", "text", "mixed"):
                 try:
                     top = best(steps, target, workload)
@@ -236,25 +276,39 @@ def write_markdown(reports: list[dict], out: Path, results_dir: Path, seconds: f
                   "| engine | images/s | texts/s |", "|---|---:|---:|",
                   f"| mmserve runtime (C++ preprocessing + OpenVINO) | {ceilings['mmserve runtime images/s']:.1f} | "
                   f"{ceilings['mmserve runtime texts/s']:.1f} |",
+                  f"| mmserve runtime, int8 towers | {report['int8']['images/s']:.1f} | "
+                  f"{report['int8']['texts/s']:.1f} |",
                   f"| PyTorch + CLIPProcessor | {ceilings['PyTorch images/s']:.1f} | "
                   f"{ceilings['PyTorch texts/s']:.1f} |", ""]
-        open_steps = [s for s in steps if s["mode"] == "open"]
-        half = min(open_steps, key=lambda s: abs(s["offered_rate"] - 0.5 * mm_image["throughput"]))
-        lines += ["Ratios (acceptance targets of issue 7 in brackets):", "",
-                  f"- images/s, mmserve vs FastAPI: **{mm_image['throughput'] / fa_image['throughput']:.2f}x** "
-                  "[>= 2x]",
-                  f"- texts/s, mmserve vs FastAPI: **{mm_text['throughput'] / fa_text['throughput']:.2f}x** [>= 8x]",
+        q_image, q_text, q = best(steps, INT8, "image"), best(steps, INT8, "text"), report["int8"]
+
+        def half_load(target: str, peak: dict) -> dict:
+            candidates = [s for s in steps if s["mode"] == "open" and s["target"] == target]
+            return min(candidates, key=lambda s: abs(s["offered_rate"] - 0.5 * peak["throughput"]))
+
+        half, q_half = half_load("mmserve gRPC", mm_image), half_load(INT8, q_image)
+        lines += ["Ratios (acceptance targets of issue 7 in brackets), default precision / int8 towers:", "",
+                  f"- images/s, mmserve vs FastAPI: **{mm_image['throughput'] / fa_image['throughput']:.2f}x** / "
+                  f"**{q_image['throughput'] / fa_image['throughput']:.2f}x** [>= 2x]",
+                  f"- texts/s, mmserve vs FastAPI: **{mm_text['throughput'] / fa_text['throughput']:.2f}x** / "
+                  f"**{q_text['throughput'] / fa_text['throughput']:.2f}x** [>= 8x]",
                   f"- mmserve through Triton vs its own runtime in-process: images "
-                  f"**{mm_image['throughput'] / ceilings['mmserve runtime images/s']:.0%}**, texts "
-                  f"**{mm_text['throughput'] / ceilings['mmserve runtime texts/s']:.0%}** [>= 80%]",
-                  f"- open loop at half the image peak ({half['offered_rate']:.0f} req/s): p99 / p50 = "
-                  f"**{half['p99_ms'] / half['p50_ms']:.2f}** [<= 3]", ""]
-        lines += ["Open loop (mmserve gRPC, images):", "", "| offered req/s | done items/s | p50 ms | p90 ms | "
-                  "p99 ms | errors |", "|---:|---:|---:|---:|---:|---:|"]
-        for s in open_steps:
-            lines.append(f"| {s['offered_rate']:.0f} | {s['throughput']:.1f} | {s['p50_ms']:.1f} | "
+                  f"**{mm_image['throughput'] / ceilings['mmserve runtime images/s']:.0%}** / "
+                  f"**{q_image['throughput'] / q['images/s']:.0%}**, texts "
+                  f"**{mm_text['throughput'] / ceilings['mmserve runtime texts/s']:.0%}** / "
+                  f"**{q_text['throughput'] / q['texts/s']:.0%}** [>= 80%]",
+                  f"- open loop at half the image peak ({half['offered_rate']:.0f} / {q_half['offered_rate']:.0f} "
+                  f"req/s): p99 / p50 = **{half['p99_ms'] / half['p50_ms']:.2f}** / "
+                  f"**{q_half['p99_ms'] / q_half['p50_ms']:.2f}** [<= 3]",
+                  f"- int8 fidelity on these payloads, embedding cosine against f32 (lowest): images "
+                  f"{q['image cosine min']:.5f}, texts {q['text cosine min']:.5f}", ""]
+        lines += ["Open loop (images):", "", "| server | offered req/s | done items/s | p50 ms | p90 ms | "
+                  "p99 ms | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for s in (s for s in steps if s["mode"] == "open"):
+            lines.append(f"| {s['target']} | {s['offered_rate']:.0f} | {s['throughput']:.1f} | {s['p50_ms']:.1f} | "
                          f"{s['p90_ms']:.1f} | {s['p99_ms']:.1f} | {s['errors']} |")
-        lines += ["", "Where the time goes inside Triton (whole run; per request, from Triton's statistics):", "",
+        lines += ["", "Where the time goes inside Triton (default precision, whole run; per request, from Triton's "
+                  "statistics):", "",
                   "| model | requests | mean queue ms | mean compute ms |", "|---|---:|---:|---:|"]
         for model, stage in report["stages"].items():
             lines.append(f"| {model} | {stage['requests']} | {stage['queue_ms']:.2f} | {stage['compute_ms']:.2f} |")

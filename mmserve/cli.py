@@ -51,7 +51,8 @@ MaxQueueSize = Annotated[Optional[int], typer.Option(
 TowerInstances = Annotated[Optional[int], typer.Option(help="Processes per tower (default 1).")]
 PreprocessInstances = Annotated[Optional[int], typer.Option(help="image_preprocess processes (default 1).")]
 PreprocessThreads = Annotated[Optional[int], typer.Option(help="Decode threads per instance (default: all).")]
-Precision = Annotated[Optional[str], typer.Option(help="Tower precision: auto (default) or f32.")]
+Precision = Annotated[Optional[str], typer.Option(
+    help="Tower precision: auto (default: bf16 where the CPU has it), f32, or int8 (uint8 weights, faster).")]
 Exact = Annotated[bool, typer.Option("--exact", help="Bit-exact Pillow preprocessing (no reduced-scale decode).")]
 
 

@@ -273,10 +273,15 @@ def plot_closed(results: Sequence[StepResult], path, title: str) -> None:
 
 
 def plot_open(results: Sequence[StepResult], path, title: str) -> None:
-    """Latency percentiles against offered load (open-loop steps)."""
+    """Latency percentiles against offered load (open-loop steps), per target."""
     steps = [r for r in results if r.mode == "open" and r.p50_ms is not None]
-    lines = {label: ([s.offered_rate for s in steps], [getattr(s, field) for s in steps])
-             for field, label in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99"))}
+    targets = list(dict.fromkeys(s.target for s in steps))
+    lines = {}
+    for target in targets:
+        mine = [s for s in steps if s.target == target]
+        prefix = f"{target} " if len(targets) > 1 else ""
+        for field, label in (("p50_ms", "p50"), ("p90_ms", "p90"), ("p99_ms", "p99")):
+            lines[prefix + label] = ([s.offered_rate for s in mine], [getattr(s, field) for s in mine])
     _plot(lines, path, title, "offered load (requests/s)", "latency (ms)", yscale=("log", {}))
 
 

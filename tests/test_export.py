@@ -97,3 +97,41 @@ def test_export_is_reused_until_the_weights_change(bundled_settings, tmp_path):
     export_towers(bundled_settings.model_dir, out)
     assert (out / IMAGE_TOWER_FILE).stat().st_mtime_ns == stamp
     assert not is_current(bundled_settings.model_dir, tmp_path)
+
+
+def test_int8_towers_stay_within_cosine_0_999_of_f32_on_the_bundled_model(bundled_settings, gallery):
+    from mmserve.embedder import LocalEmbedder
+
+    texts = ["a large red circle on the left", "two small blue squares", "a photo of a dog", "green triangle"]
+    f32 = LocalEmbedder(bundled_settings.model_copy(update={"precision": "f32"}))
+    int8 = LocalEmbedder(bundled_settings.model_copy(update={"precision": "int8"}))
+    for embed in ("embed_images", "embed_texts"):
+        items = gallery if embed == "embed_images" else texts
+        cosine = (getattr(f32, embed)(items) * getattr(int8, embed)(items)).sum(1)
+        # Measured >= 0.9999 here (f32 activations); 0.999 leaves room for bf16 ones on AMX CPUs.
+        assert cosine.min() >= 0.999, (embed, cosine)
+    assert not np.allclose(f32.embed_texts(texts), int8.embed_texts(texts), atol=1e-6)  # int8 really ran
+
+
+def test_int8_stores_every_matmul_weight_as_uint8(bundled_settings):
+    import openvino as ov
+
+    from mmserve.runtime import compress_matmul_weights
+
+    model = ov.Core().read_model(str(bundled_settings.export_dir() / TEXT_TOWER_FILE))
+    matmuls_with_constant_weights = sum(
+        op.get_type_name() == "MatMul" and op.input_value(1).get_node().get_type_name() == "Constant"
+        for op in model.get_ordered_ops()
+    )
+    assert compress_matmul_weights(model) == matmuls_with_constant_weights > 0
+    assert not any(
+        op.get_type_name() == "MatMul" and op.input_value(1).get_node().get_type_name() == "Constant"
+        for op in model.get_ordered_ops()
+    )
+    u8 = [op for op in model.get_ordered_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.u8]
+    assert len(u8) >= 2 * matmuls_with_constant_weights  # weights and zero points
+
+
+def test_int8_needs_openvino(bundled_settings):
+    with pytest.raises(ValueError, match="openvino"):
+        load_tower(bundled_settings.export_dir() / TEXT_TOWER_FILE, "onnxruntime", precision="int8")

@@ -59,7 +59,7 @@ class RepositoryOptions(BaseModel):
     preprocess_instances: int = Field(default=1, ge=1, description="image_preprocess processes.")
     preprocess_threads: int = Field(default=0, ge=0, description="Decode threads per instance (0: all cores).")
     runtime: Literal["openvino", "onnxruntime"] = "openvino"
-    precision: Literal["auto", "f32"] = "auto"
+    precision: Literal["auto", "f32", "int8"] = "auto"
     exact_preprocessing: bool = False
     max_image_bytes: int = Field(default=64 << 20, ge=1)
     max_image_pixels: int = Field(default=100_000_000, ge=1)
