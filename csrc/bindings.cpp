@@ -140,11 +140,15 @@ py::tuple preprocess_batch(const py::sequence& images, int size, int crop, const
 }
 
 py::tuple decode_image(const py::handle& data, int scale, bool exif, std::array<uint8_t, 3> background,
-                       size_t max_bytes, uint64_t max_pixels) {
+                       size_t max_bytes, uint64_t max_pixels, std::optional<std::tuple<int, int, int, int>> window) {
   namespace im = mmserve::image;
   py::buffer_info buffer = borrow_bytes(data, 0);
   im::DecodeOptions options;
   options.scale_denominator = scale;
+  if (window) {
+    const auto [x0, y0, x1, y1] = *window;
+    options.needed = [=](int, int, int) { return im::Window{x0, y0, x1, y1}; };
+  }
   options.apply_exif_orientation = exif;
   options.limits.max_encoded_bytes = max_bytes;
   options.limits.max_pixels = max_pixels;
@@ -162,6 +166,8 @@ py::tuple decode_image(const py::handle& data, int scale, bool exif, std::array<
   info["cmyk"] = image.cmyk;
   info["nearest"] = image.resample == im::Resample::Nearest;
   info["orientation"] = image.orientation;
+  info["offset"] = py::make_tuple(image.offset_x, image.offset_y);
+  info["frame"] = py::make_tuple(image.frame_width, image.frame_height);
   return py::make_tuple(pixels, info);
 }
 
@@ -329,8 +335,10 @@ PYBIND11_MODULE(_C, m) {
         "(GIL released). Returns (batch, errors): errors[i] is None or why image i failed.");
   m.def("decode", &decode_image, py::arg("data"), py::arg("scale") = 1, py::arg("exif_orientation") = true,
         py::arg("background") = white, py::arg("max_encoded_bytes") = defaults.max_encoded_bytes,
-        py::arg("max_pixels") = defaults.max_pixels,
-        "Decode one JPEG/PNG to uint8 [H, W(, C)] plus facts about it (cmyk, nearest, orientation).");
+        py::arg("max_pixels") = defaults.max_pixels, py::arg("window") = py::none(),
+        "Decode one JPEG/PNG to uint8 [H, W(, C)] plus facts about it (cmyk, nearest, orientation, and "
+        "offset/frame: where the pixels sit in the whole decoded frame). A JPEG given `window` (x0, y0, x1, y1 "
+        "of the oriented, scaled frame) is decoded only around it: the result holds at least those pixels.");
   m.def("fast_path_denominator", &mmserve::image::fast_path_denominator, py::arg("width"), py::arg("height"),
         py::arg("target"), "The JPEG DCT scale denominator the fast path uses (1 = full decode).");
   py::class_<mmserve::tokenizer::ClipTokenizer>(m, "ClipTokenizer")

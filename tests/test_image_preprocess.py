@@ -158,6 +158,19 @@ def test_exact_path_matches_pillow_on_real_photos(path):
     assert max_diff(mmserve_exact(data), reference(data, alpha=alpha)) <= 1
 
 
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exact_path_is_bit_identical_to_pillow_without_alpha(orientation):
+    # The JPEG is decoded only where the resize reads; Pillow decodes it whole.
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    opaque = [p.read_bytes() for p in PHOTOS if Image.open(p).mode in ("RGB", "L", "CMYK")]
+    oriented = [encode(photo(w, h, seed=orientation), "JPEG", quality=95, exif=exif.tobytes())
+                for w, h in ((1001, 667), (667, 1001))]
+    for data in opaque + oriented:
+        for size in (64, 224):
+            assert max_diff(mmserve_exact(data, size), reference(data, size)) == 0
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_like_exif_transpose(orientation):
     exif = Image.Exif()
@@ -217,6 +230,45 @@ def test_fast_path_samples_the_same_region_as_the_exact_path(orientation):
         fast, _ = _C.preprocess_batch([data], size, size, exact=False)
         mean = np.abs(exact.astype(np.int32) - fast.astype(np.int32)).mean()
         assert mean < bound, (size, mean)
+
+
+JPEG_VARIANTS = {  # (mode, encoder options) of the generated JPEG cases
+    "4:2:0": ("RGB", {}),
+    "4:4:4": ("RGB", {"subsampling": 0}),
+    "4:2:2": ("RGB", {"subsampling": 1}),
+    "progressive": ("RGB", {"progressive": True}),
+    "grayscale": ("L", {}),
+    "cmyk": ("CMYK", {}),
+}
+
+
+@pytest.mark.parametrize("variant", JPEG_VARIANTS)
+def test_a_decoded_window_equals_the_same_pixels_of_the_whole_decode(variant):
+    # The preprocessing decodes a JPEG only where the resize reads; those pixels
+    # must be the full decode's, whatever the subsampling, scale and orientation.
+    mode, options = JPEG_VARIANTS[variant]
+    rng = np.random.default_rng(len(variant))
+    smaller = 0
+    for orientation in (1, 3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = encode(base.convert(mode), "JPEG", quality=90, exif=exif.tobytes(), **options)
+        for scale in (1, 2, 4, 8):
+            whole, info = _C.decode(data, scale=scale)
+            assert info["offset"] == (0, 0) and info["frame"] == (whole.shape[1], whole.shape[0])
+            height, width = whole.shape[:2]
+            for _ in range(3):
+                x0, x1 = sorted(int(v) for v in rng.integers(0, width, 2))
+                y0, y1 = sorted(int(v) for v in rng.integers(0, height, 2))
+                x1, y1 = x1 + 1, y1 + 1
+                part, where = _C.decode(data, scale=scale, window=(x0, y0, x1, y1))
+                ox, oy = where["offset"]
+                assert where["frame"] == info["frame"]
+                assert ox <= x0 and oy <= y0 and ox + part.shape[1] >= x1 and oy + part.shape[0] >= y1
+                got = part[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+                assert np.array_equal(got, whole[y0:y1, x0:x1]), (orientation, scale, (x0, y0, x1, y1))
+                smaller += part.size < whole.size
+    assert smaller >= 12  # the windows really were decoded alone
 
 
 def large_jpegs() -> list[bytes]:

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <tuple>
+#include <utility>
 
 // jpeglib.h needs size_t and FILE declared first.
 #include <jerror.h>
@@ -46,6 +48,30 @@ int orientation_from_tiff(const uint8_t* tiff, size_t size) {
   return 1;
 }
 
+// Where a rectangle [x0, x1) x [y0, y1) of a w x h stored frame lands after an
+// EXIF orientation, and back.
+struct Orientation {
+  bool mirror_x, mirror_y, swap;  // stored x (y) runs backwards; axes exchange
+  explicit Orientation(int o)
+      : mirror_x(o == 2 || o == 3 || o == 7 || o == 8),
+        mirror_y(o == 3 || o == 4 || o == 6 || o == 7),
+        swap(o >= 5) {}
+
+  template <typename T>
+  void forward(int w, int h, T& x0, T& y0, T& x1, T& y1) const {
+    if (mirror_x) std::tie(x0, x1) = std::make_pair(w - x1, w - x0);
+    if (mirror_y) std::tie(y0, y1) = std::make_pair(h - y1, h - y0);
+    if (swap) std::swap(x0, y0), std::swap(x1, y1);
+  }
+  // w x h is the stored frame here too.
+  template <typename T>
+  void backward(int w, int h, T& x0, T& y0, T& x1, T& y1) const {
+    if (swap) std::swap(x0, y0), std::swap(x1, y1);
+    if (mirror_x) std::tie(x0, x1) = std::make_pair(w - x1, w - x0);
+    if (mirror_y) std::tie(y0, y1) = std::make_pair(h - y1, h - y0);
+  }
+};
+
 // Pillow's ImageOps.exif_transpose, on interleaved pixels.
 void apply_orientation(Decoded& image) {
   const int o = image.orientation;
@@ -73,17 +99,17 @@ void apply_orientation(Decoded& image) {
   image.pixels.swap(out);
   image.width = ow;
   image.height = oh;
-  // The covered box follows the pixels: mirrored axes measure from the other edge.
-  const bool mirror_x = o == 2 || o == 3 || o == 7 || o == 8;  // source x runs backwards
-  const bool mirror_y = o == 3 || o == 4 || o == 6 || o == 7;  // source y runs backwards
-  float x0 = mirror_x ? w - image.box_x1 : image.box_x0, x1 = mirror_x ? w - image.box_x0 : image.box_x1;
-  float y0 = mirror_y ? h - image.box_y1 : image.box_y0, y1 = mirror_y ? h - image.box_y0 : image.box_y1;
+  // The covered box and the window's place follow the pixels: mirrored axes
+  // measure from the frame's other edge, then x and y swap.
+  const Orientation turn(o);
+  turn.forward(image.frame_width, image.frame_height, image.box_x0, image.box_y0, image.box_x1, image.box_y1);
+  int x0 = image.offset_x, y0 = image.offset_y, x1 = x0 + w, y1 = y0 + h;
+  turn.forward(image.frame_width, image.frame_height, x0, y0, x1, y1);
+  image.offset_x = x0, image.offset_y = y0;
   if (swap) {
-    std::swap(x0, y0);
-    std::swap(x1, y1);
     std::swap(image.full_width, image.full_height);
+    std::swap(image.frame_width, image.frame_height);
   }
-  image.box_x0 = x0, image.box_y0 = y0, image.box_x1 = x1, image.box_y1 = y1;
 }
 
 void check_size(uint64_t width, uint64_t height, const Limits& limits) {
@@ -167,13 +193,24 @@ bool jpeg_start(JpegState* s, int denominator, J_COLOR_SPACE out_space) {
   return true;
 }
 
-bool jpeg_rows(JpegState* s, uint8_t* out, size_t stride) {
+bool jpeg_crop(JpegState* s, JDIMENSION* xoffset, JDIMENSION* width) {
   if (setjmp(s->error.jump)) return false;
-  while (s->cinfo.output_scanline < s->cinfo.output_height) {
-    JSAMPROW row = out + static_cast<size_t>(s->cinfo.output_scanline) * stride;
+  jpeg_crop_scanline(&s->cinfo, xoffset, width);
+  return true;
+}
+
+// Rows [first, last) into `out`; the rows before are skipped (entropy-decoded
+// only), the rows after are never read.
+bool jpeg_rows(JpegState* s, uint8_t* out, size_t stride, JDIMENSION first, JDIMENSION last) {
+  if (setjmp(s->error.jump)) return false;
+  while (s->cinfo.output_scanline < first) {
+    if (jpeg_skip_scanlines(&s->cinfo, first - s->cinfo.output_scanline) == 0) return false;
+  }
+  while (s->cinfo.output_scanline < last) {
+    JSAMPROW row = out + static_cast<size_t>(s->cinfo.output_scanline - first) * stride;
     jpeg_read_scanlines(&s->cinfo, &row, 1);
   }
-  jpeg_finish_decompress(&s->cinfo);
+  if (last == s->cinfo.output_height) jpeg_finish_decompress(&s->cinfo);
   return true;
 }
 
@@ -190,6 +227,23 @@ int jpeg_exif_orientation(const jpeg_decompress_struct& cinfo) {
       return orientation_from_tiff(m->data + 6, m->data_length - 6);
   }
   return 1;
+}
+
+// The caller's window (oriented frame) in the stored frame, widened by two
+// iMCUs: fancy chroma upsampling reads one neighbour across a cut.
+Window stored_window(const Decoded& image, const std::function<Window(int, int, int)>& needed, int d,
+                     const jpeg_decompress_struct& cinfo) {
+  const Orientation turn(image.orientation);
+  const int full_w = turn.swap ? image.full_height : image.full_width;
+  const int full_h = turn.swap ? image.full_width : image.full_height;
+  Window w = needed(full_w, full_h, d);
+  turn.backward(image.frame_width, image.frame_height, w.x0, w.y0, w.x1, w.y1);
+  const int margin_x = 2 * (8 * cinfo.max_h_samp_factor + d - 1) / d;
+  const int margin_y = 2 * (8 * cinfo.max_v_samp_factor + d - 1) / d;
+  w = {std::max(0, w.x0 - margin_x), std::max(0, w.y0 - margin_y), std::min(image.frame_width, w.x1 + margin_x),
+       std::min(image.frame_height, w.y1 + margin_y)};
+  if (w.x0 >= w.x1 || w.y0 >= w.y1) return {0, 0, image.frame_width, image.frame_height};
+  return w;
 }
 
 Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& options) {
@@ -218,16 +272,27 @@ Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& optio
                     : options.scale_denominator;
   if (d != 1 && d != 2 && d != 4 && d != 8) throw DecodeError("JPEG scale must be 1, 2, 4 or 8");
   if (!jpeg_start(&state, d, out_space)) throw DecodeError(std::string("invalid JPEG: ") + state.error.message);
-  image.width = static_cast<int>(cinfo.output_width);
-  image.height = static_cast<int>(cinfo.output_height);
+  if (cinfo.output_components != image.channels) throw DecodeError("unexpected JPEG component count");
+  image.frame_width = static_cast<int>(cinfo.output_width);
+  image.frame_height = static_cast<int>(cinfo.output_height);
   image.full_width = static_cast<int>(cinfo.image_width);
   image.full_height = static_cast<int>(cinfo.image_height);
   image.box_x1 = static_cast<float>(image.full_width) / d;  // exact: a power-of-two divisor
   image.box_y1 = static_cast<float>(image.full_height) / d;
-  if (cinfo.output_components != image.channels) throw DecodeError("unexpected JPEG component count");
+  const Window window = options.needed ? stored_window(image, options.needed, d, cinfo)
+                                       : Window{0, 0, image.frame_width, image.frame_height};
+  JDIMENSION xoffset = static_cast<JDIMENSION>(window.x0), width = static_cast<JDIMENSION>(window.x1 - window.x0);
+  // libjpeg widens the columns to whole iMCUs (and reports where they start).
+  if (width < cinfo.output_width && !jpeg_crop(&state, &xoffset, &width))
+    throw DecodeError(std::string("invalid JPEG: ") + state.error.message);
+  image.offset_x = static_cast<int>(xoffset);
+  image.offset_y = window.y0;
+  image.width = static_cast<int>(cinfo.output_width);
+  image.height = window.y1 - window.y0;
   const size_t stride = static_cast<size_t>(image.width) * image.channels;
   image.pixels.resize(stride * image.height);
-  if (!jpeg_rows(&state, image.pixels.data(), stride))
+  if (!jpeg_rows(&state, image.pixels.data(), stride, static_cast<JDIMENSION>(window.y0),
+                 static_cast<JDIMENSION>(window.y1)))
     throw DecodeError(std::string("corrupt JPEG: ") + state.error.message);
   if (image.cmyk) {
     // Pillow reads every CMYK JPEG with Adobe's inverted polarity ("CMYK;I").
@@ -431,9 +496,9 @@ Decoded decode(const uint8_t* data, size_t size, const DecodeOptions& options) {
     check_size(static_cast<uint32_t>(header.width), static_cast<uint32_t>(header.height), options.limits);
   }
   Decoded image = format == Format::Jpeg ? decode_jpeg(data, size, options) : decode_png(data, size, options);
-  if (image.full_width == 0) {  // decoded at full size
-    image.full_width = image.width;
-    image.full_height = image.height;
+  if (image.full_width == 0) {  // decoded whole, at full size
+    image.full_width = image.frame_width = image.width;
+    image.full_height = image.frame_height = image.height;
     image.box_x1 = static_cast<float>(image.width);
     image.box_y1 = static_cast<float>(image.height);
   }

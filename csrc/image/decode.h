@@ -15,11 +15,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "image/resample.h"
 
 namespace mmserve::image {
 
@@ -70,12 +73,16 @@ struct Decoded {
   Resample resample = Resample::Convolution;
   int orientation = 1;  // EXIF orientation tag (1..8); already applied to `pixels`
   // The stored size after orientation, before any DCT scaling, and the region
-  // of `pixels` it covers: a JPEG decoded at 1/d holds ceil(full_width / d)
+  // of the decoded frame it covers: a JPEG decoded at 1/d is ceil(full_width / d)
   // columns of which full_width / d are image (libjpeg pads the last one;
   // orientation may move it first). The resize maps that region (Pillow's `box`).
   int full_width = 0;
   int full_height = 0;
   float box_x0 = 0, box_y0 = 0, box_x1 = 0, box_y1 = 0;
+  // `pixels` may be a window of that frame (DecodeOptions::needed): it starts
+  // at (offset_x, offset_y) of the frame_width x frame_height frame.
+  int frame_width = 0, frame_height = 0;
+  int offset_x = 0, offset_y = 0;
   PixelBuffer pixels;  // height x width x channels
 };
 
@@ -87,6 +94,11 @@ struct DecodeOptions {
   // fast_path_denominator(width, height, fast_path_target).
   int fast_path_target = 0;
   bool apply_exif_orientation = true;
+  // JPEG only: the part of the oriented, scaled frame the caller will read,
+  // given the oriented stored size and the scale denominator. Columns and rows
+  // beyond it (and a margin of two iMCUs) are not decoded; rows after it are
+  // not even entropy-decoded. Unset: the whole frame.
+  std::function<Window(int full_width, int full_height, int denominator)> needed;
 };
 
 // Header only: (width, height) of the stored image, before scaling/orientation.

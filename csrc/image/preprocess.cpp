@@ -37,12 +37,25 @@ void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& 
     throw std::invalid_argument("need 0 < crop <= resize_shortest_edge");
   DecodeOptions decoding = options.decode;
   if (!options.exact) decoding.fast_path_target = options.resize_shortest_edge;
-  const Decoded image = decode(data, size, decoding);
   // The reference geometry of the stored size; a DCT-scaled decode resizes the
-  // region of its pixels that image covers, so both paths sample the same points.
-  ResizeCrop g =
-      shortest_side_center_crop(image.full_width, image.full_height, options.resize_shortest_edge, options.crop);
+  // region of its frame that the image covers, so both paths sample the same
+  // points. A JPEG is decoded only where the resize reads (the crop's window).
+  auto geometry = [&](int full_width, int full_height) {
+    return shortest_side_center_crop(full_width, full_height, options.resize_shortest_edge, options.crop);
+  };
+  decoding.needed = [&](int full_width, int full_height, int d) {
+    ResizeCrop g = geometry(full_width, full_height);
+    g.frame_width = (full_width + d - 1) / d;
+    g.frame_height = (full_height + d - 1) / d;
+    g.box_x1 = static_cast<float>(full_width) / d;
+    g.box_y1 = static_cast<float>(full_height) / d;
+    return source_window(g, options.filter);
+  };
+  const Decoded image = decode(data, size, decoding);
+  ResizeCrop g = geometry(image.full_width, image.full_height);
   g.box_x0 = image.box_x0, g.box_y0 = image.box_y0, g.box_x1 = image.box_x1, g.box_y1 = image.box_y1;
+  g.frame_width = image.frame_width, g.frame_height = image.frame_height;
+  g.offset_x = image.offset_x, g.offset_y = image.offset_y;
   const Image8 src{image.pixels.data(), image.width, image.height, image.channels,
                    static_cast<std::ptrdiff_t>(image.width) * image.channels};
 

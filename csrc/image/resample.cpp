@@ -427,6 +427,46 @@ ResizeCrop shortest_side_center_crop(int width, int height, int size, int crop) 
 
 const char* active_resample_kernel() { return kernels_for(Isa::Auto).name; }
 
+namespace {
+
+struct Frame {
+  int width, height;       // the frame the box and kernels refer to
+  float x0, y0, x1, y1;    // the box
+};
+
+Frame frame_of(const ResizeCrop& g, const Image8& src) {
+  Frame f{g.frame_width > 0 ? g.frame_width : src.width, g.frame_height > 0 ? g.frame_height : src.height,
+          g.box_x0, g.box_y0, 0, 0};
+  f.x1 = g.box_x1 > 0 ? g.box_x1 : static_cast<float>(f.width);
+  f.y1 = g.box_y1 > 0 ? g.box_y1 : static_cast<float>(f.height);
+  if (f.x0 < 0 || f.y0 < 0 || f.x1 > f.width || f.y1 > f.height || f.x0 >= f.x1 || f.y0 >= f.y1)
+    throw std::invalid_argument("the source box lies outside the image");
+  return f;
+}
+
+// Frame coefficients moved to a source that starts `offset` pixels into the frame.
+Coefficients in_source(Coefficients c, int offset, int size) {
+  for (size_t i = 0; i < c.start.size(); ++i) {
+    c.start[i] -= offset;
+    if (c.start[i] < 0 || c.start[i] + c.taps[i] > size)
+      throw std::invalid_argument("the source window does not hold every pixel the resize reads");
+  }
+  return c;
+}
+
+}  // namespace
+
+Window source_window(const ResizeCrop& g, Filter filter) {
+  const FilterDef def = filter_def(filter);
+  const Frame f = frame_of(g, Image8{nullptr, g.frame_width, g.frame_height, 1, 0});
+  const Coefficients h = precompute(f.width, f.x0, f.x1, g.resize_width, g.crop_x, g.crop_width, def);
+  const Coefficients v = precompute(f.height, f.y0, f.y1, g.resize_height, g.crop_y, g.crop_height, def);
+  Window w{f.width, f.height, 0, 0};
+  for (size_t i = 0; i < h.start.size(); ++i) w.x0 = std::min(w.x0, h.start[i]), w.x1 = std::max(w.x1, h.start[i] + h.taps[i]);
+  for (size_t i = 0; i < v.start.size(); ++i) w.y0 = std::min(w.y0, v.start[i]), w.y1 = std::max(w.y1, v.start[i] + v.taps[i]);
+  return w;
+}
+
 void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const MutableImage8& dst, Isa isa) {
   if (src.channels < 1 || src.channels > 4 || dst.channels != src.channels)
     throw std::invalid_argument("channels must match and be 1 to 4");
@@ -440,24 +480,31 @@ void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const Mu
   const Kernels kernels = kernels_for(isa);
   const FilterDef def = filter_def(filter);
   const int ch = src.channels;
-  const float x0 = g.box_x0, x1 = g.box_x1 > 0 ? g.box_x1 : static_cast<float>(src.width);
-  const float y0 = g.box_y0, y1 = g.box_y1 > 0 ? g.box_y1 : static_cast<float>(src.height);
-  if (x0 < 0 || y0 < 0 || x1 > src.width || y1 > src.height || x0 >= x1 || y0 >= y1)
-    throw std::invalid_argument("the source box lies outside the image");
-  const bool whole_x = x0 == 0 && x1 == src.width, whole_y = y0 == 0 && y1 == src.height;
-  const bool need_horizontal = g.resize_width != src.width || !whole_x;
-  const bool need_vertical = g.resize_height != src.height || !whole_y;
-  auto horizontal_coefficients = [&](int first, int count) { return precompute(src.width, x0, x1, g.resize_width, first, count, def); };
-  auto vertical_coefficients = [&](int first, int count) { return precompute(src.height, y0, y1, g.resize_height, first, count, def); };
+  const Frame f = frame_of(g, src);
+  if (g.offset_x < 0 || g.offset_y < 0 || g.offset_x + src.width > f.width || g.offset_y + src.height > f.height)
+    throw std::invalid_argument("the source lies outside its frame");
+  const bool whole_x = f.x0 == 0 && f.x1 == f.width, whole_y = f.y0 == 0 && f.y1 == f.height;
+  const bool need_horizontal = g.resize_width != f.width || !whole_x;
+  const bool need_vertical = g.resize_height != f.height || !whole_y;
+  // Kernels are computed on the frame (Pillow's numbers), then moved into the source.
+  auto horizontal_coefficients = [&](int first, int count) {
+    return in_source(precompute(f.width, f.x0, f.x1, g.resize_width, first, count, def), g.offset_x, src.width);
+  };
+  auto vertical_coefficients = [&](int first, int count) {
+    return in_source(precompute(f.height, f.y0, f.y1, g.resize_height, first, count, def), g.offset_y, src.height);
+  };
   // Pillow (>= 12) runs the vertical pass first when the height shrinks by more
   // than twice as many pixels as the width; the order changes the rounding of the
   // intermediate image, so it is reproduced exactly.
-  const int shrink_y = src.height - g.resize_height;
-  const bool horizontal_first = !(shrink_y > 0 && shrink_y > (src.width - g.resize_width) * 2);
+  const int shrink_y = f.height - g.resize_height;
+  const bool horizontal_first = !(shrink_y > 0 && shrink_y > (f.width - g.resize_width) * 2);
+  const int crop_x = g.crop_x - g.offset_x, crop_y = g.crop_y - g.offset_y;  // used where no pass maps them
 
   if (!need_horizontal && !need_vertical) {
+    if (crop_x < 0 || crop_y < 0 || crop_x + g.crop_width > src.width || crop_y + g.crop_height > src.height)
+      throw std::invalid_argument("the source window does not hold the crop");
     for (int y = 0; y < g.crop_height; ++y)
-      std::memcpy(dst.data + y * dst.stride, src.data + (g.crop_y + y) * src.stride + g.crop_x * ch,
+      std::memcpy(dst.data + y * dst.stride, src.data + (crop_y + y) * src.stride + crop_x * ch,
                   static_cast<size_t>(g.crop_width) * ch);
     return;
   }
@@ -465,10 +512,14 @@ void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const Mu
     // One pass, straight from the source window into dst.
     if (need_horizontal) {
       const Coefficients h = horizontal_coefficients(g.crop_x, g.crop_width);
-      kernels.horizontal(src, g.crop_y, h, dst);
+      if (crop_y < 0 || crop_y + g.crop_height > src.height)
+        throw std::invalid_argument("the source window does not hold the crop");
+      kernels.horizontal(src, crop_y, h, dst);
     } else {
       const Coefficients v = vertical_coefficients(g.crop_y, g.crop_height);
-      const Image8 window{src.data + static_cast<std::ptrdiff_t>(g.crop_x) * ch, g.crop_width, src.height, ch,
+      if (crop_x < 0 || crop_x + g.crop_width > src.width)
+        throw std::invalid_argument("the source window does not hold the crop");
+      const Image8 window{src.data + static_cast<std::ptrdiff_t>(crop_x) * ch, g.crop_width, src.height, ch,
                           src.stride};
       kernels.vertical(window, v, dst);
     }

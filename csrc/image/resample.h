@@ -31,7 +31,20 @@ struct ResizeCrop {
   // The source region resized to resize_* (Pillow's `box`, in source pixels,
   // single precision as Pillow keeps it); box_x1 == 0 means the whole source.
   float box_x0 = 0, box_y0 = 0, box_x1 = 0, box_y1 = 0;
+  // The source may be a window of a larger frame (a JPEG decoded only where
+  // the resize reads): box and kernels refer to the frame (frame_width == 0:
+  // the source itself), whose pixel (offset_x, offset_y) is the source's first.
+  int frame_width = 0, frame_height = 0;
+  int offset_x = 0, offset_y = 0;
 };
+
+// Pixels [x0, x1) x [y0, y1).
+struct Window {
+  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+
+// The frame pixels resize_crop reads for this geometry (frame_* must be set).
+Window source_window(const ResizeCrop& geometry, Filter filter);
 
 // The reference geometry: shortest side to `size` (long side truncated, as
 // torchvision and Hugging Face compute it), then a centred `crop` x `crop`
