@@ -29,10 +29,11 @@ def seed_corpus(directory: Path) -> None:
     from PIL import Image
 
     directory.mkdir(parents=True, exist_ok=True)
-    if any(directory.iterdir()):
-        return
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    wide = Image.fromarray(rng.integers(0, 256, (40, 200, 3), dtype=np.uint8))
+    rotated = Image.Exif()
+    rotated[0x0112] = 6
     variants = {
         "rgb.jpg": (rgb, "JPEG", {}),
         "progressive.jpg": (rgb, "JPEG", {"progressive": True}),
@@ -43,8 +44,13 @@ def seed_corpus(directory: Path) -> None:
         "palette.png": (rgb.convert("P"), "PNG", {}),
         "bilevel.png": (rgb.convert("1"), "PNG", {}),
         "gray16.png": (rgb.convert("I;16"), "PNG", {}),
+        # Wider than the target: the preprocessing decodes only a window (crop and skip).
+        "wide.jpg": (wide, "JPEG", {}),
+        "wide-rotated-progressive.jpg": (wide, "JPEG", {"progressive": True, "exif": rotated.tobytes()}),
     }
     for name, (image, fmt, options) in variants.items():
+        if (directory / name).exists():
+            continue
         buffer = io.BytesIO()
         image.save(buffer, fmt, **options)
         (directory / name).write_bytes(buffer.getvalue())
