@@ -204,7 +204,10 @@ bool jpeg_crop(JpegState* s, JDIMENSION* xoffset, JDIMENSION* width) {
 bool jpeg_rows(JpegState* s, uint8_t* out, size_t stride, JDIMENSION first, JDIMENSION last) {
   if (setjmp(s->error.jump)) return false;
   while (s->cinfo.output_scanline < first) {
-    if (jpeg_skip_scanlines(&s->cinfo, first - s->cinfo.output_scanline) == 0) return false;
+    if (jpeg_skip_scanlines(&s->cinfo, first - s->cinfo.output_scanline) == 0) {
+      std::snprintf(s->error.message, sizeof s->error.message, "no rows left to skip to row %u", first);
+      return false;
+    }
   }
   while (s->cinfo.output_scanline < last) {
     JSAMPROW row = out + static_cast<size_t>(s->cinfo.output_scanline - first) * stride;
