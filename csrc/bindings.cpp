@@ -147,7 +147,7 @@ py::tuple decode_image(const py::handle& data, int scale, bool exif, std::array<
   options.scale_denominator = scale;
   if (window) {
     const auto [x0, y0, x1, y1] = *window;
-    options.needed = [=](int, int, int) { return im::Window{x0, y0, x1, y1}; };
+    options.needed = [=](const im::Decoded&) { return im::Window{x0, y0, x1, y1}; };
   }
   options.apply_exif_orientation = exif;
   options.limits.max_encoded_bytes = max_bytes;

@@ -72,6 +72,22 @@ struct Orientation {
   }
 };
 
+// Everything but the pixels follows an EXIF orientation: the size, and the
+// covered box and the window's place, whose mirrored axes measure from the
+// frame's other edge before x and y swap.
+void orient_geometry(Decoded& image) {
+  const Orientation turn(image.orientation);
+  turn.forward(image.frame_width, image.frame_height, image.box_x0, image.box_y0, image.box_x1, image.box_y1);
+  int x0 = image.offset_x, y0 = image.offset_y, x1 = x0 + image.width, y1 = y0 + image.height;
+  turn.forward(image.frame_width, image.frame_height, x0, y0, x1, y1);
+  image.offset_x = x0, image.offset_y = y0;
+  if (turn.swap) {
+    std::swap(image.width, image.height);
+    std::swap(image.full_width, image.full_height);
+    std::swap(image.frame_width, image.frame_height);
+  }
+}
+
 // Pillow's ImageOps.exif_transpose, on interleaved pixels.
 void apply_orientation(Decoded& image) {
   const int o = image.orientation;
@@ -97,19 +113,7 @@ void apply_orientation(Decoded& image) {
     }
   }
   image.pixels.swap(out);
-  image.width = ow;
-  image.height = oh;
-  // The covered box and the window's place follow the pixels: mirrored axes
-  // measure from the frame's other edge, then x and y swap.
-  const Orientation turn(o);
-  turn.forward(image.frame_width, image.frame_height, image.box_x0, image.box_y0, image.box_x1, image.box_y1);
-  int x0 = image.offset_x, y0 = image.offset_y, x1 = x0 + w, y1 = y0 + h;
-  turn.forward(image.frame_width, image.frame_height, x0, y0, x1, y1);
-  image.offset_x = x0, image.offset_y = y0;
-  if (swap) {
-    std::swap(image.full_width, image.full_height);
-    std::swap(image.frame_width, image.frame_height);
-  }
+  orient_geometry(image);
 }
 
 void check_size(uint64_t width, uint64_t height, const Limits& limits) {
@@ -234,13 +238,14 @@ int jpeg_exif_orientation(const jpeg_decompress_struct& cinfo) {
 
 // The caller's window (oriented frame) in the stored frame, widened by two
 // iMCUs: fancy chroma upsampling reads one neighbour across a cut.
-Window stored_window(const Decoded& image, const std::function<Window(int, int, int)>& needed, int d,
+Window stored_window(const Decoded& image, const std::function<Window(const Decoded&)>& needed, int d,
                      const jpeg_decompress_struct& cinfo) {
-  const Orientation turn(image.orientation);
-  const int full_w = turn.swap ? image.full_height : image.full_width;
-  const int full_h = turn.swap ? image.full_width : image.full_height;
-  Window w = needed(full_w, full_h, d);
-  turn.backward(image.frame_width, image.frame_height, w.x0, w.y0, w.x1, w.y1);
+  Decoded oriented = image;  // the whole frame, no pixels yet
+  oriented.width = image.frame_width;
+  oriented.height = image.frame_height;
+  orient_geometry(oriented);
+  Window w = needed(oriented);
+  Orientation(image.orientation).backward(image.frame_width, image.frame_height, w.x0, w.y0, w.x1, w.y1);
   const int margin_x = 2 * (8 * cinfo.max_h_samp_factor + d - 1) / d;
   const int margin_y = 2 * (8 * cinfo.max_v_samp_factor + d - 1) / d;
   w = {std::max(0, w.x0 - margin_x), std::max(0, w.y0 - margin_y), std::min(image.frame_width, w.x1 + margin_x),

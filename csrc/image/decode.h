@@ -95,10 +95,11 @@ struct DecodeOptions {
   int fast_path_target = 0;
   bool apply_exif_orientation = true;
   // JPEG only: the part of the oriented, scaled frame the caller will read,
-  // given the oriented stored size and the scale denominator. Columns and rows
-  // beyond it (and a margin of two iMCUs) are not decoded; rows after it are
-  // not even entropy-decoded. Unset: the whole frame.
-  std::function<Window(int full_width, int full_height, int denominator)> needed;
+  // given the image's geometry as decode() will return it for the whole frame
+  // (sizes, frame, box; no pixels yet). Columns and rows beyond it (and a
+  // margin of two iMCUs) are not decoded; rows after it are not even
+  // entropy-decoded. Unset: the whole frame.
+  std::function<Window(const Decoded& geometry)> needed;
 };
 
 // Header only: (width, height) of the stored image, before scaling/orientation.

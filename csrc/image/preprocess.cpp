@@ -11,16 +11,15 @@ namespace mmserve::image {
 void resize_crop_nearest(const Image8& src, const ResizeCrop& g, const MutableImage8& dst) {
   // Pillow's ImagingScaleAffine: positions accumulate by repeated addition in
   // double, starting half a step in, and truncate; reproduced step by step.
-  const double x0 = g.box_x0, x1 = g.box_x1 > 0 ? g.box_x1 : src.width;
-  const double y0 = g.box_y0, y1 = g.box_y1 > 0 ? g.box_y1 : src.height;
-  const double step_x = (x1 - x0) / g.resize_width;  // == Pillow's for the whole image
-  const double step_y = (y1 - y0) / g.resize_height;
+  // Palette and 1-bit PNGs only: always decoded whole, no box or window.
+  const double step_x = static_cast<double>(src.width) / g.resize_width;
+  const double step_y = static_cast<double>(src.height) / g.resize_height;
   std::vector<int> columns(g.crop_width);
-  double xo = x0 + step_x * 0.5;
+  double xo = 0.0 + step_x * 0.5;
   for (int x = 0; x < g.crop_x + g.crop_width; ++x, xo += step_x) {
     if (x >= g.crop_x) columns[x - g.crop_x] = std::min(std::max(static_cast<int>(xo), 0), src.width - 1);
   }
-  double yo = y0 + step_y * 0.5;
+  double yo = 0.0 + step_y * 0.5;
   const int ch = src.channels;
   for (int y = 0; y < g.crop_y + g.crop_height; ++y, yo += step_y) {
     if (y < g.crop_y) continue;
@@ -40,22 +39,17 @@ void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& 
   // The reference geometry of the stored size; a DCT-scaled decode resizes the
   // region of its frame that the image covers, so both paths sample the same
   // points. A JPEG is decoded only where the resize reads (the crop's window).
-  auto geometry = [&](int full_width, int full_height) {
-    return shortest_side_center_crop(full_width, full_height, options.resize_shortest_edge, options.crop);
+  auto geometry = [&](const Decoded& image) {
+    ResizeCrop g =
+        shortest_side_center_crop(image.full_width, image.full_height, options.resize_shortest_edge, options.crop);
+    g.box_x0 = image.box_x0, g.box_y0 = image.box_y0, g.box_x1 = image.box_x1, g.box_y1 = image.box_y1;
+    g.frame_width = image.frame_width, g.frame_height = image.frame_height;
+    g.offset_x = image.offset_x, g.offset_y = image.offset_y;
+    return g;
   };
-  decoding.needed = [&](int full_width, int full_height, int d) {
-    ResizeCrop g = geometry(full_width, full_height);
-    g.frame_width = (full_width + d - 1) / d;
-    g.frame_height = (full_height + d - 1) / d;
-    g.box_x1 = static_cast<float>(full_width) / d;
-    g.box_y1 = static_cast<float>(full_height) / d;
-    return source_window(g, options.filter);
-  };
+  decoding.needed = [&](const Decoded& whole) { return source_window(geometry(whole), options.filter); };
   const Decoded image = decode(data, size, decoding);
-  ResizeCrop g = geometry(image.full_width, image.full_height);
-  g.box_x0 = image.box_x0, g.box_y0 = image.box_y0, g.box_x1 = image.box_x1, g.box_y1 = image.box_y1;
-  g.frame_width = image.frame_width, g.frame_height = image.frame_height;
-  g.offset_x = image.offset_x, g.offset_y = image.offset_y;
+  const ResizeCrop g = geometry(image);
   const Image8 src{image.pixels.data(), image.width, image.height, image.channels,
                    static_cast<std::ptrdiff_t>(image.width) * image.channels};
 

@@ -434,8 +434,8 @@ struct Frame {
   float x0, y0, x1, y1;    // the box
 };
 
-Frame frame_of(const ResizeCrop& g, const Image8& src) {
-  Frame f{g.frame_width > 0 ? g.frame_width : src.width, g.frame_height > 0 ? g.frame_height : src.height,
+Frame frame_of(const ResizeCrop& g, int src_width, int src_height) {
+  Frame f{g.frame_width > 0 ? g.frame_width : src_width, g.frame_height > 0 ? g.frame_height : src_height,
           g.box_x0, g.box_y0, 0, 0};
   f.x1 = g.box_x1 > 0 ? g.box_x1 : static_cast<float>(f.width);
   f.y1 = g.box_y1 > 0 ? g.box_y1 : static_cast<float>(f.height);
@@ -458,7 +458,7 @@ Coefficients in_source(Coefficients c, int offset, int size) {
 
 Window source_window(const ResizeCrop& g, Filter filter) {
   const FilterDef def = filter_def(filter);
-  const Frame f = frame_of(g, Image8{nullptr, g.frame_width, g.frame_height, 1, 0});
+  const Frame f = frame_of(g, g.frame_width, g.frame_height);
   const Coefficients h = precompute(f.width, f.x0, f.x1, g.resize_width, g.crop_x, g.crop_width, def);
   const Coefficients v = precompute(f.height, f.y0, f.y1, g.resize_height, g.crop_y, g.crop_height, def);
   Window w{f.width, f.height, 0, 0};
@@ -480,7 +480,7 @@ void resize_crop(const Image8& src, const ResizeCrop& g, Filter filter, const Mu
   const Kernels kernels = kernels_for(isa);
   const FilterDef def = filter_def(filter);
   const int ch = src.channels;
-  const Frame f = frame_of(g, src);
+  const Frame f = frame_of(g, src.width, src.height);
   if (g.offset_x < 0 || g.offset_y < 0 || g.offset_x + src.width > f.width || g.offset_y + src.height > f.height)
     throw std::invalid_argument("the source lies outside its frame");
   const bool whole_x = f.x0 == 0 && f.x1 == f.width, whole_y = f.y0 == 0 && f.y1 == f.height;
