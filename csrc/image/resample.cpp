@@ -367,7 +367,7 @@ struct Kernels {
 };
 
 Kernels kernels_for(Isa isa) {
-  const auto& f = cpu::features();
+  [[maybe_unused]] const auto& f = cpu::features();
   if (isa == Isa::Auto) {
 #ifdef MMSERVE_X86
     if (f.avx512f && f.avx512bw && f.avx512vl) isa = Isa::Avx512;

@@ -132,6 +132,29 @@ constexpr DotKernel dot_f32_scalar = dot<TileScalar, float, 1, 1>;
 constexpr DotKernel dot_f16_scalar = dot<TileScalar, uint16_t, 1, 1>;
 constexpr DotKernel dot_i8_scalar = dot<TileScalar, int8_t, 1, 1>;
 
+// Zero-padded copies of the last `dim - from` (< Width) elements of each query
+// and row, for the SIMD tiles' tail step: ISAs without masked narrow loads
+// then read nothing past the end of a row (possibly the end of the buffer).
+template <int Width, class T, int kQ, int kR>
+struct PaddedTail {
+  T row_copies[kR][Width] = {};
+  float query_copies[kQ][Width] = {};
+  const T* rows[kR];
+  const float* queries[kQ];
+
+  PaddedTail(const float* const* q, const T* const* r, int64_t from, int64_t dim) {
+    const size_t tail = static_cast<size_t>(dim - from);
+    for (int b = 0; b < kR; ++b) {
+      std::memcpy(row_copies[b], r[b] + from, tail * sizeof(T));
+      rows[b] = row_copies[b];
+    }
+    for (int a = 0; a < kQ; ++a) {
+      std::memcpy(query_copies[a], q[a] + from, tail * sizeof(float));
+      queries[a] = query_copies[a];
+    }
+  }
+};
+
 #ifdef MMSERVE_X86
 
 // ---- AVX2 + FMA + F16C: 8 float lanes ----
@@ -169,23 +192,9 @@ struct TileAvx2 {
       for (int c = 0; c < kChunksPerLine; ++c) accumulate(acc, q, r, i + 8 * c);
     }
     for (; i + 8 <= dim; i += 8) accumulate(acc, q, r, i);
-    if (i < dim) {
-      // AVX2 has no masked narrow loads: the tail goes through zero-padded copies,
-      // so nothing past the end of a row (possibly the end of the buffer) is read.
-      const size_t tail = static_cast<size_t>(dim - i);
-      T row_tail[kR][8] = {};
-      float query_tail[kQ][8] = {};
-      const T* rt[kR];
-      const float* qt[kQ];
-      for (int b = 0; b < kR; ++b) {
-        std::memcpy(row_tail[b], r[b] + i, tail * sizeof(T));
-        rt[b] = row_tail[b];
-      }
-      for (int a = 0; a < kQ; ++a) {
-        std::memcpy(query_tail[a], q[a] + i, tail * sizeof(float));
-        qt[a] = query_tail[a];
-      }
-      accumulate(acc, qt, rt, 0);
+    if (i < dim) {  // AVX2 has no masked narrow loads
+      const PaddedTail<8, T, kQ, kR> tail(q, r, i, dim);
+      accumulate(acc, tail.queries, tail.rows, 0);
     }
     for (int a = 0; a < kQ; ++a)
       for (int b = 0; b < kR; ++b) scores[a * score_stride + b] = reduce_add_avx2(acc[a][b]);
@@ -304,21 +313,9 @@ struct TileNeon {
       for (int c = 0; c < kChunksPerLine; ++c) accumulate(acc, q, r, i + 4 * c);
     }
     for (; i + 4 <= dim; i += 4) accumulate(acc, q, r, i);
-    if (i < dim) {  // zero-padded copies: nothing past the row's end is read
-      const size_t tail = static_cast<size_t>(dim - i);
-      T row_tail[kR][4] = {};
-      float query_tail[kQ][4] = {};
-      const T* rt[kR];
-      const float* qt[kQ];
-      for (int b = 0; b < kR; ++b) {
-        std::memcpy(row_tail[b], r[b] + i, tail * sizeof(T));
-        rt[b] = row_tail[b];
-      }
-      for (int a = 0; a < kQ; ++a) {
-        std::memcpy(query_tail[a], q[a] + i, tail * sizeof(float));
-        qt[a] = query_tail[a];
-      }
-      accumulate(acc, qt, rt, 0);
+    if (i < dim) {
+      const PaddedTail<4, T, kQ, kR> tail(q, r, i, dim);
+      accumulate(acc, tail.queries, tail.rows, 0);
     }
     for (int a = 0; a < kQ; ++a)
       for (int b = 0; b < kR; ++b) scores[a * score_stride + b] = vaddvq_f32(acc[a][b]);
