@@ -174,7 +174,12 @@ def test_killing_a_writer_at_random_points_never_corrupts_the_index(tmp_path):
                 expected /= np.linalg.norm(expected)
                 hit = index.search(expected, 1, exact=True)[0]
                 assert hit.key == key and hit.score > 0.999
-                assert index.search(expected, 1, exact=False)[0].key == key
+                # The HNSW file holds the same vector under the same key. (Not asserted: that an
+                # approximate search finds it; usearch misses ~0.3% of exact duplicates here even
+                # when built in one process, so that would be a flaky test, not a crash check.)
+                assert index._hnsw.contains(key)
+                stored = np.asarray(index._hnsw.get(key), np.float32)
+                assert float(stored @ expected) / float(np.linalg.norm(stored)) > 0.999
             last = count
     assert last > 0
     with Index.open(path) as index:  # the next save clears what killed writers left behind
