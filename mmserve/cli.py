@@ -40,6 +40,15 @@ Threads = Annotated[Optional[int], typer.Option(help="Runtime threads per tower 
 BatchSize = Annotated[Optional[int], typer.Option(help="Items per tower call / request (default 64).")]
 ServerUrl = Annotated[Optional[str], typer.Option(
     "--server", help="grpc://HOST:PORT or http://HOST:PORT (default grpc://127.0.0.1:8001; env MMSERVE_SERVER).")]
+ApiKey = Annotated[Optional[str], typer.Option(
+    "--api-key", help="Key for a server started with --api-key (env MMSERVE_API_KEY).")]
+CaCert = Annotated[Optional[Path], typer.Option(
+    "--ca-cert", help="grpcs:// or https:// servers: CA file that signed the server's certificate (default: the "
+    "system's trust store; env MMSERVE_CA_CERT).")]
+ClientCert = Annotated[Optional[Path], typer.Option(
+    "--client-cert", help="Mutual TLS: this client's certificate (env MMSERVE_CLIENT_CERT).")]
+ClientKey = Annotated[Optional[Path], typer.Option(
+    "--client-key", help="Mutual TLS: its key (env MMSERVE_CLIENT_KEY).")]
 IndexPath = Annotated[Optional[Path], typer.Option(
     "--index", help="Index directory (default ~/.local/share/mmserve/index; env MMSERVE_INDEX).")]
 Repository = Annotated[Path, typer.Option(help="Model repository directory.")]
@@ -102,53 +111,88 @@ def build(
 @app.command()
 def serve(
     repository: Repository = Path("model_repository"),
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(help="HTTP/REST port.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    host: Annotated[Optional[str], typer.Option(
+        help="Address the front door binds (default 127.0.0.1; 0.0.0.0 for every interface).")] = None,
+    http_port: Annotated[Optional[int], typer.Option(help="HTTP/REST port (default 8000).")] = None,
+    grpc_port: Annotated[Optional[int], typer.Option(help="gRPC port (default 8001).")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus metrics port (default 8002).")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option(
+        "--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' (gRPC metadata authorization) on inference, metadata "
+        "and statistics; repeatable (env MMSERVE_API_KEYS, comma-separated). Health stays open.")] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option(help="More API keys, one per line.")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="TLS on every port: server certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM).")] = None,
+    tls_client_ca: Annotated[Optional[Path], typer.Option(
+        help="Mutual TLS: require client certificates signed by this CA (health excepted).")] = None,
     admin_key: Annotated[Optional[str], typer.Option(
         help="Open the admin APIs to requests with header 'mmserve-admin-key: KEY' (default: closed).")] = None,
+    max_request_bytes: Annotated[Optional[int], typer.Option(
+        help="Largest request body; larger: 413 / RESOURCE_EXHAUSTED (default 80 MiB).")] = None,
+    max_in_flight: Annotated[Optional[int], typer.Option(
+        help="Requests in progress per port; more: 503 / UNAVAILABLE at once (default 1024).")] = None,
+    hang_timeout: Annotated[Optional[float], typer.Option(
+        help="Seconds without an answer after which a model (or tritonserver) counts as hung (default 30).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the repository even if it exists.")] = False,
-    log_verbose: Annotated[int, typer.Option(help="tritonserver verbose log level.")] = 0,
-    start_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 300,
+    log_verbose: Annotated[Optional[int], typer.Option(help="tritonserver verbose log level.")] = None,
+    start_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for readiness (default 300).")] = None,
     model_dir: ModelDir = None, cache_dir: CacheDir = None, runtime: Runtime = None, threads: Threads = None,
     max_batch_size: MaxBatchSize = None, queue_delay_us: QueueDelay = None, max_queue_size: MaxQueueSize = None,
     tower_instances: TowerInstances = None, preprocess_instances: PreprocessInstances = None,
     preprocess_threads: PreprocessThreads = None, precision: Precision = None, exact: Exact = False,
 ) -> None:
-    """Start tritonserver on the repository (building it first when missing). Ctrl-C stops it cleanly.
+    """Serve the repository (building it first when missing): tritonserver behind a hardened front door, supervised.
 
-    Binds 127.0.0.1 unless --host says otherwise. The admin APIs (model repository, shared memory, logging,
-    trace) are closed unless --admin-key is given. The model and tuning options apply when it builds.
+    Clients reach nginx on --host (127.0.0.1 unless told otherwise); tritonserver listens on loopback only.
+    A model process or tritonserver that dies or hangs is restarted, and readiness says not ready until it
+    answers again. The admin APIs are closed unless --admin-key is given. Ctrl-C stops everything cleanly.
+    The model and tuning options apply when it builds.
     """
-    from mmserve.serving.server import TritonServer
+    import logging
 
-    settings = _settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads)
+    from mmserve.serving.supervisor import Supervisor
+
+    settings = _settings(
+        model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads, host=host, http_port=http_port,
+        grpc_port=grpc_port, metrics_port=metrics_port, api_keys=tuple(api_key) if api_key else None,
+        api_key_file=api_key_file, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+        admin_key=admin_key, max_request_bytes=max_request_bytes, max_in_flight=max_in_flight,
+        hang_timeout_s=hang_timeout, log_verbose=log_verbose, start_timeout_s=start_timeout,
+    )
+    keys = settings.api_keys_in_effect()
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not keys:
+        err.print(f"warning: listening on {settings.host} without an API key: anyone who reaches these ports can "
+                  "use the server (--api-key KEY or MMSERVE_API_KEYS)")
     if rebuild or not (repository / "embed_image" / "config.pbtxt").is_file():
         _build(settings, repository, _repository_options(
             settings, max_batch_size, queue_delay_us, max_queue_size, tower_instances, preprocess_instances,
             preprocess_threads, precision, exact))
-    server = TritonServer(
-        repository=repository.resolve(), host=host, http_port=http_port, grpc_port=grpc_port,
-        metrics_port=metrics_port, admin_key=admin_key, cache_dir=settings.cache_dir, log_verbose=log_verbose,
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    supervisor = Supervisor(repository, settings, cache_dir=settings.cache_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     t = time.perf_counter()
     out.print(f"starting tritonserver on {repository} ...")
-    server.start(timeout_s=start_timeout)
-    out.print(f"ready in {time.perf_counter() - t:.1f} s\n"
-              f"  gRPC     {server.grpc_url}\n  HTTP     {server.http_url}\n  metrics  {server.metrics_url}\n"
+    try:
+        supervisor.start(stop)
+    except Exception:
+        if stop.is_set():
+            out.print("interrupted while starting; stopped")
+            return
+        raise
+    access = f"API keys: {len(keys)}" if keys else "no API key (open to whoever reaches the ports)"
+    tls = (" with mutual TLS" if settings.tls_client_ca else " with TLS") if settings.tls_cert else ""
+    out.print(f"ready in {time.perf_counter() - t:.1f} s{tls}; {access}\n"
+              f"  gRPC     {supervisor.grpc_url}\n  HTTP     {supervisor.http_url}\n"
+              f"  metrics  {supervisor.metrics_url}\n"
               "models: embed_image, embed_text (ensembles); image_tower, text_tower, image_preprocess, "
               "text_tokenize\nCtrl-C stops the server.")
     sys.stdout.flush()
-    while not stop.wait(0.5):
-        if server.process is None or server.process.poll() is not None:
-            err.print(f"tritonserver exited with status {server.stop()}")
-            raise typer.Exit(1)
+    code = supervisor.run(stop)
     out.print("shutting down ...")
-    out.print(f"tritonserver stopped (status {server.stop()})")
+    out.print(f"tritonserver stopped (status {supervisor.stop()})")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -201,7 +245,7 @@ def demo(
 def _client(settings: Settings):
     import mmserve
 
-    return mmserve.Client(settings.server, batch_size=settings.batch_size)
+    return mmserve.Client(settings.server, batch_size=settings.batch_size, **settings.client_options())
 
 
 @app.command("index")
@@ -210,6 +254,7 @@ def index_command(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag every added image (repeatable).")] = None,
     index: IndexPath = None, server: ServerUrl = None, batch_size: BatchSize = None,
     storage: Annotated[str, typer.Option(help="Vector storage of a new index: f16 or i8.")] = "f16",
+    api_key: ApiKey = None, ca_cert: CaCert = None, client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Embed images through the server and add them to the index.
 
@@ -221,7 +266,8 @@ def index_command(
     from mmserve.index import Index
     from mmserve.indexing import find_images, index_files
 
-    settings = _settings(index=index, server=server, batch_size=batch_size)
+    settings = _settings(index=index, server=server, batch_size=batch_size, api_key=api_key, ca_cert=ca_cert,
+                         client_cert=client_cert, client_key=client_key)
     files = find_images(paths)
     with _client(settings) as client:
         summary = client.model_summary()
@@ -255,6 +301,7 @@ def search(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only images with this tag (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
     index: IndexPath = None, server: ServerUrl = None,
+    api_key: ApiKey = None, ca_cert: CaCert = None, client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Search the index with a text or an image; best matches first."""
     from mmserve.index import Index
@@ -262,7 +309,8 @@ def search(
 
     if (text is None) == (image is None):
         raise typer.BadParameter("give a text or --image FILE (one of them)")
-    settings = _settings(index=index, server=server)
+    settings = _settings(index=index, server=server, api_key=api_key, ca_cert=ca_cert, client_cert=client_cert,
+                         client_key=client_key)
     with Index.open(settings.index, view=True) as store, _client(settings) as client:
         finder = Search(client, store)
         hits = finder.search_text(text, k, tags=tag) if text is not None else finder.search_image(image, k, tags=tag)
@@ -283,12 +331,14 @@ def classify(
     template: Annotated[str, typer.Option(help="Prompt template for each label.")] = "{}",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     server: ServerUrl = None,
+    api_key: ApiKey = None, ca_cert: CaCert = None, client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Zero-shot image -> text: score each label against the image (probabilities at CLIP's temperature)."""
     from mmserve.search import Search
 
     names = [label.strip() for label in labels.split(",") if label.strip()]
-    settings = _settings(server=server)
+    settings = _settings(server=server, api_key=api_key, ca_cert=ca_cert, client_cert=client_cert,
+                         client_key=client_key)
     with _client(settings) as client:
         results = Search(client).classify(image, names, template=template)
     if as_json:
@@ -353,6 +403,7 @@ def bench_command(
     plot: Annotated[Optional[Path], typer.Option(help="Write a throughput plot (PNG) here; with --rate also a "
                                                      "latency plot next to it.")] = None,
     server: ServerUrl = None,
+    api_key: ApiKey = None, ca_cert: CaCert = None, client_cert: ClientCert = None, client_key: ClientKey = None,
 ) -> None:
     """Load-test a running server: one item per request, closed-loop sweep and optional open-loop rates."""
     import asyncio
@@ -361,7 +412,8 @@ def bench_command(
 
     if workload not in ("image", "text", "mixed"):
         raise typer.BadParameter("workload must be image, text or mixed")
-    settings = _settings(server=server)
+    settings = _settings(server=server, api_key=api_key, ca_cert=ca_cert, client_cert=client_cert,
+                         client_key=client_key)
     with _client(settings) as client:
         client.model_summary()  # fail fast, with a clear error, when the server is not there
     sample_images, texts = loadtest.sample_payloads()
@@ -382,11 +434,11 @@ def bench_command(
                   f"{step.errors} errors")
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    results = asyncio.run(loadtest.sweep(loadtest.TritonTarget(settings.server), payloads, workload, levels,
+    results = asyncio.run(loadtest.sweep(loadtest.TritonTarget(settings.server, **settings.client_options()), payloads, workload, levels,
                                          seconds, show))
     if rate:
         offered = [float(r) for r in rate.split(",") if r.strip()]
-        results += asyncio.run(loadtest.rates(loadtest.TritonTarget(settings.server), payloads, workload, offered,
+        results += asyncio.run(loadtest.rates(loadtest.TritonTarget(settings.server, **settings.client_options()), payloads, workload, offered,
                                               seconds, show))
     out.print(table)
     if json_out is not None:

@@ -4,11 +4,17 @@
         texts = client.embed_texts(["a red circle", "a small blue square"])   # float32 [2, D]
         images = client.embed_images(["photo.jpg", png_bytes, pil_image])      # float32 [3, D]
 
-Inputs are split into requests of at most the server's batch size and several
-requests are kept in flight, so Triton's dynamic batcher sees enough work.
-Requests refused because the server is unavailable or its queue is full are
-retried with exponential backoff; a bad input raises `InvalidInputError` naming
-the item. `AsyncClient` offers the same API for asyncio.
+Inputs are split into requests of at most the server's batch size (and
+`max_request_bytes`) and several requests are kept in flight, so Triton's
+dynamic batcher sees enough work. Requests refused because the server is
+unavailable, restarting a model, or its queue is full are retried with
+exponential backoff; a bad input raises `InvalidInputError` naming the item.
+`AsyncClient` offers the same API for asyncio.
+
+A server started with API keys needs one (`api_key=`, or `MMSERVE_API_KEY`);
+`grpcs://` and `https://` URLs use TLS and verify the server's certificate
+(against the system's trust store, or `ca_cert=`); `client_cert=` and
+`client_key=` answer a server that asks for client certificates.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
 import random
 import re
 import threading
@@ -60,17 +67,30 @@ class RequestTimeoutError(MmserveError, TimeoutError):
     """No answer within the client's timeout."""
 
 
+class AuthenticationError(MmserveError, PermissionError):
+    """The server wants an API key (or client certificate) and this one is missing or wrong."""
+
+
 class ClientOptions(BaseModel):
     """How a client talks to the server; every field is a keyword of `Client(...)`."""
 
     model_config = ConfigDict(frozen=True)
 
-    url: str = Field(default=DEFAULT_URL, description="grpc://HOST:PORT or http://HOST:PORT.")
+    url: str = Field(default=DEFAULT_URL, description="grpc://, grpcs:// (TLS), http:// or https:// + HOST:PORT.")
+    api_key: str | None = Field(
+        default_factory=lambda: os.environ.get("MMSERVE_API_KEY") or None,
+        description="Sent as 'authorization: Bearer KEY' (default: MMSERVE_API_KEY).", repr=False)
+    ca_cert: Path | None = Field(default=None, description="TLS: CA file to verify the server (default: system).")
+    client_cert: Path | None = Field(default=None, description="TLS: this client's certificate (mutual TLS).")
+    client_key: Path | None = Field(default=None, description="TLS: the key of client_cert.")
     timeout_s: float = Field(default=60.0, gt=0, description="Per request.")
-    retries: int = Field(default=4, ge=0, description="Retries on unavailable or overloaded, with backoff.")
+    retries: int = Field(default=6, ge=0, description="Retries on unavailable or overloaded, with backoff.")
     backoff_s: float = Field(default=0.05, ge=0, description="First retry delay; doubles each retry (jittered).")
     max_in_flight: int = Field(default=4, ge=1, description="Concurrent requests per embed call.")
     batch_size: int | None = Field(default=None, ge=1, description="Items per request; default the server's max.")
+    max_request_bytes: int = Field(
+        default=32 << 20, ge=1, description="Encoded images per request add up to at most this (one larger image "
+        "goes alone); below the server's body limit (80 MiB by default).")
     preprocess: Literal["server", "local"] = Field(
         default="server", description="'local': decode and resize in this process (C++), send uint8 pixels."
     )
@@ -87,8 +107,55 @@ class ClientOptions(BaseModel):
         return _split_url(self.url)[0]
 
     @property
-    def address(self) -> str:
+    def tls(self) -> bool:
         return _split_url(self.url)[1]
+
+    @property
+    def address(self) -> str:
+        return _split_url(self.url)[2]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def connect(self, *, aio: bool = False, **extra: Any):
+        """A tritonclient client for these options (gRPC or HTTP, blocking or asyncio, TLS as the URL says)."""
+        import importlib
+
+        if self.protocol == "grpc":
+            module = importlib.import_module("tritonclient.grpc.aio" if aio else "tritonclient.grpc")
+            tls = {}
+            if self.tls:
+                tls = {"ssl": True, "root_certificates": _path(self.ca_cert), "private_key": _path(self.client_key),
+                       "certificate_chain": _path(self.client_cert)}
+            return module.InferenceServerClient(self.address, **tls, **extra)
+        if aio:
+            module = importlib.import_module("tritonclient.http.aio")
+            tls = {"ssl": True, "ssl_context": self._ssl_context()} if self.tls else {}
+            return module.InferenceServerClient(self.address, conn_timeout=self.timeout_s, **tls, **extra)
+        module = importlib.import_module("tritonclient.http")
+        tls = {}
+        if self.tls:
+            ssl_options: dict[str, str] = {}
+            if self.ca_cert is not None:
+                ssl_options["ca_certs"] = str(self.ca_cert)
+            if self.client_cert is not None:
+                ssl_options.update(certfile=str(self.client_cert), keyfile=str(self.client_key or self.client_cert))
+            tls = {"ssl": True, "ssl_options": ssl_options}
+        return module.InferenceServerClient(
+            self.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s, **tls, **extra)
+
+    def _ssl_context(self):
+        import ssl
+
+        context = ssl.create_default_context(cafile=_path(self.ca_cert))
+        if self.client_cert is not None:
+            context.load_cert_chain(str(self.client_cert), _path(self.client_key))
+        return context
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 class ModelSummary(BaseModel):
@@ -108,11 +175,14 @@ class Health(BaseModel):
     models: dict[str, bool]
 
 
-def _split_url(url: str) -> tuple[Literal["grpc", "http"], str]:
-    match = re.fullmatch(r"(?:(grpc|http)://)?([^/]+?)/?", url)
+def _split_url(url: str) -> tuple[Literal["grpc", "http"], bool, str]:
+    """(protocol, TLS, HOST:PORT) of grpc://, grpcs://, http:// or https:// URLs (no scheme: gRPC)."""
+    match = re.fullmatch(r"(?:(grpcs?|https?)://)?([^/]+?)/?", url)
     if match is None:
-        raise ValueError(f"server URL must look like grpc://HOST:PORT or http://HOST:PORT, got {url!r}")
-    return (match.group(1) or "grpc"), match.group(2)  # type: ignore[return-value]
+        raise ValueError(f"server URL must look like grpc://HOST:PORT or http://HOST:PORT (grpcs://, https:// "
+                         f"for TLS), got {url!r}")
+    scheme = match.group(1) or "grpc"
+    return ("grpc" if scheme.startswith("grpc") else "http"), scheme.endswith("s"), match.group(2)  # type: ignore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,24 +202,36 @@ def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(count, start + size)
 
 
-def _text_requests(texts: Sequence[str], size: int) -> list[_Request]:
+def _text_requests(texts: Sequence[str], size: int, max_bytes: int) -> list[_Request]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"text {index}: expected str, got {type(text).__name__}", index, text)
-    requests = []
-    for start, end in _chunks(len(texts), size):
-        array = np.array([[t.encode("utf-8")] for t in texts[start:end]], dtype=np.object_)
-        requests.append(_Request(TEXT_MODEL, "text", "BYTES", array, start, texts[start:end]))
+    return _split_requests(TEXT_MODEL, "text", [t.encode("utf-8") for t in texts], texts, size, max_bytes)
+
+
+def _image_requests(images: Sequence[ImageInput], size: int, max_bytes: int) -> list[_Request]:
+    encoded = [encode_image(image, index) for index, image in enumerate(images)]
+    return _split_requests(IMAGE_MODEL, "image", encoded, images, size, max_bytes)
+
+
+def _split_requests(model: str, input_name: str, encoded: list[bytes], items: Sequence[object], size: int,
+                    max_bytes: int) -> list[_Request]:
+    """BYTES requests of at most `size` items and `max_bytes` in all (an item larger than that goes alone)."""
+    requests, start, total = [], 0, 0
+    for end, data in enumerate(encoded):
+        if end > start and (end - start == size or total + len(data) > max_bytes):
+            requests.append(_bytes_request(model, input_name, encoded, items, start, end))
+            start, total = end, 0
+        total += len(data)
+    if start < len(encoded):
+        requests.append(_bytes_request(model, input_name, encoded, items, start, len(encoded)))
     return requests
 
 
-def _image_requests(images: Sequence[ImageInput], size: int) -> list[_Request]:
-    encoded = [encode_image(image, index) for index, image in enumerate(images)]
-    return [
-        _Request(IMAGE_MODEL, "image", "BYTES", np.array([[b] for b in encoded[s:e]], dtype=np.object_), s,
-                 images[s:e])
-        for s, e in _chunks(len(encoded), size)
-    ]
+def _bytes_request(model: str, input_name: str, encoded: list[bytes], items: Sequence[object], start: int,
+                   end: int) -> _Request:
+    array = np.array([[b] for b in encoded[start:end]], dtype=np.object_)
+    return _Request(model, input_name, "BYTES", array, start, items[start:end])
 
 
 def _pixel_requests(pixels: np.ndarray, size: int, items: Sequence[object] | None = None) -> list[_Request]:
@@ -189,6 +271,10 @@ def encode_image(image: ImageInput, index: int = 0) -> bytes:
 _ITEM_IN_MESSAGE = re.compile(r"\b(?:image|text) (\d+): ")
 
 
+# Messages of a server that is restarting a model: the request may succeed once it is back.
+_RECOVERING = ("is not healthy", "unknown model", "is not ready", "unavailable")
+
+
 def _classify(error: Exception, request: _Request | None) -> MmserveError:
     """Map a tritonclient/transport error to the SDK's exception types."""
     from tritonclient.utils import InferenceServerException
@@ -202,11 +288,19 @@ def _classify(error: Exception, request: _Request | None) -> MmserveError:
             return ServerUnavailableError(f"server unreachable: {error}")
         return MmserveError(f"{type(error).__name__}: {error}")
     status, message = str(error.status() or ""), error.message() or str(error)
-    if "queue size" in message or "RESOURCE_EXHAUSTED" in status:
+    lowered = message.lower()
+    if "UNAUTHENTICATED" in status or status in ("401", "403"):
+        return AuthenticationError(message)
+    if "queue size" in message or status == "429":
         return OverloadedError(message)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message or "timed out" in message:
         return RequestTimeoutError(message)
-    if "UNAVAILABLE" in status or status in ("503", "502") or "failed to connect" in message.lower():
+    if status == "413" or ("RESOURCE_EXHAUSTED" in status and "too large" in lowered):
+        return InvalidInputError(f"{message} (a smaller batch_size or max_request_bytes helps)")
+    if "RESOURCE_EXHAUSTED" in status:
+        return OverloadedError(message)
+    if ("UNAVAILABLE" in status or status in ("503", "502", "504") or "failed to connect" in lowered
+            or any(marker in lowered for marker in _RECOVERING)):
         return ServerUnavailableError(f"server unavailable: {message}")
     if "INVALID_ARGUMENT" in status or status == "400":
         found = _ITEM_IN_MESSAGE.search(message)
@@ -270,6 +364,9 @@ class _Common:
                 raise InvalidInputError(f"image {index}: {problem}", index, images[index])
         return pixels
 
+    def _text_plan(self, texts: Sequence[str], summary: ModelSummary) -> list[_Request]:
+        return _text_requests(list(texts), self._batch_size(TEXT_MODEL, summary), self.options.max_request_bytes)
+
     def _image_plan(self, images: Sequence[ImageInput], preprocess: str | None, summary: ModelSummary):
         mode = preprocess or self.options.preprocess
         if mode == "local":
@@ -277,7 +374,7 @@ class _Common:
             return _pixel_requests(pixels, self._batch_size(IMAGE_TOWER, summary), images)
         if mode != "server":
             raise ValueError(f"preprocess must be 'server' or 'local', got {mode!r}")
-        return _image_requests(images, self._batch_size(IMAGE_MODEL, summary))
+        return _image_requests(images, self._batch_size(IMAGE_MODEL, summary), self.options.max_request_bytes)
 
     def _check_pixels(self, pixels: np.ndarray, summary: ModelSummary) -> None:
         shape = (summary.image_size, summary.image_size, 3)
@@ -301,7 +398,7 @@ class Client(_Common):
     def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 `[N, D]`, one row per text."""
         summary = self.model_summary()
-        return self._run(_text_requests(list(texts), self._batch_size(TEXT_MODEL, summary)), summary, progress)
+        return self._run(self._text_plan(texts, summary), summary, progress)
 
     def embed_images(
         self, images: Sequence[ImageInput], *, preprocess: Literal["server", "local"] | None = None,
@@ -318,10 +415,10 @@ class Client(_Common):
         return self._run(_pixel_requests(pixels, self._batch_size(IMAGE_TOWER, summary)), summary, progress)
 
     def health(self) -> Health:
-        client = self._client()
+        client, headers = self._client(), self.options.headers
         try:
-            live, ready = client.is_server_live(), client.is_server_ready()
-            models = {name: client.is_model_ready(name) for name in MODELS}
+            live, ready = client.is_server_live(headers=headers), client.is_server_ready(headers=headers)
+            models = {name: client.is_model_ready(name, headers=headers) for name in MODELS}
         except Exception as error:  # noqa: BLE001 - reported as "not live"
             if not isinstance(_classify(error, None), ServerUnavailableError):
                 raise _classify(error, None) from error
@@ -338,8 +435,8 @@ class Client(_Common):
         """Triton's inference statistics (per model: counts, batch sizes, queue and compute times)."""
         client = self._client()
         if self.options.protocol == "grpc":
-            return client.get_inference_statistics(model, as_json=True)
-        return client.get_inference_statistics(model)
+            return client.get_inference_statistics(model, headers=self.options.headers, as_json=True)
+        return client.get_inference_statistics(model, headers=self.options.headers)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -359,27 +456,17 @@ class Client(_Common):
     def _client(self):
         client = getattr(self._local, "client", None)
         if client is None:
-            if self.options.protocol == "grpc":
-                import tritonclient.grpc as tc
-
-                client = tc.InferenceServerClient(self.options.address)
-            else:
-                import tritonclient.http as tc
-
-                client = tc.InferenceServerClient(
-                    self.options.address, connection_timeout=self.options.timeout_s,
-                    network_timeout=self.options.timeout_s,
-                )
-            self._local.client = client
+            client = self._local.client = self.options.connect()
             with self._lock:
                 self._clients.append(client)
         return client
 
     def _model_config(self, name: str) -> dict:
-        client = self._client()
+        client, headers = self._client(), self.options.headers
         if self.options.protocol == "grpc":
-            return client.get_model_config(name, as_json=True, client_timeout=self.options.timeout_s)["config"]
-        return client.get_model_config(name)
+            return client.get_model_config(name, headers=headers, as_json=True,
+                                           client_timeout=self.options.timeout_s)["config"]
+        return client.get_model_config(name, headers=headers)
 
     def _infer(self, request: _Request) -> np.ndarray:
         if self.options.protocol == "grpc":
@@ -393,7 +480,8 @@ class Client(_Common):
         tensor = tc.InferInput(request.input_name, list(request.array.shape), request.datatype)
         tensor.set_data_from_numpy(request.array)
         output = tc.InferRequestedOutput("embedding")
-        result = self._client().infer(request.model, [tensor], outputs=[output], **extra)
+        result = self._client().infer(request.model, [tensor], outputs=[output], headers=self.options.headers,
+                                      **extra)
         return result.as_numpy("embedding")
 
     def _call_with_retries(self, call: Callable[[], Any], request: _Request | None) -> Any:
@@ -429,19 +517,14 @@ class AsyncClient(_Common):
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
         self.options = ClientOptions(url=url, **options)
-        if self.options.protocol == "grpc":
-            import tritonclient.grpc.aio as tc
+        self._client = self.options.connect(aio=True)
+        import importlib
 
-            self._client = tc.InferenceServerClient(self.options.address)
-        else:
-            import tritonclient.http.aio as tc
-
-            self._client = tc.InferenceServerClient(self.options.address, conn_timeout=self.options.timeout_s)
-        self._tc = tc
+        self._tc = importlib.import_module(f"tritonclient.{self.options.protocol}.aio")
 
     async def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         summary = await self.model_summary()
-        return await self._run(_text_requests(list(texts), self._batch_size(TEXT_MODEL, summary)), summary, progress)
+        return await self._run(self._text_plan(texts, summary), summary, progress)
 
     async def embed_images(
         self, images: Sequence[ImageInput], *, preprocess: Literal["server", "local"] | None = None,
@@ -456,9 +539,11 @@ class AsyncClient(_Common):
         return await self._run(_pixel_requests(pixels, self._batch_size(IMAGE_TOWER, summary)), summary, progress)
 
     async def health(self) -> Health:
+        headers = self.options.headers
         try:
-            live, ready = await self._client.is_server_live(), await self._client.is_server_ready()
-            models = {name: await self._client.is_model_ready(name) for name in MODELS}
+            live = await self._client.is_server_live(headers=headers)
+            ready = await self._client.is_server_ready(headers=headers)
+            models = {name: await self._client.is_model_ready(name, headers=headers) for name in MODELS}
         except Exception as error:  # noqa: BLE001 - reported as "not live"
             if not isinstance(_classify(error, None), ServerUnavailableError):
                 raise _classify(error, None) from error
@@ -483,16 +568,18 @@ class AsyncClient(_Common):
         await self.close()
 
     async def _model_config(self, name: str) -> dict:
+        headers = self.options.headers
         if self.options.protocol == "grpc":
-            response = await self._client.get_model_config(name, as_json=True, client_timeout=self.options.timeout_s)
+            response = await self._client.get_model_config(name, headers=headers, as_json=True,
+                                                           client_timeout=self.options.timeout_s)
             return response["config"]
-        return await self._client.get_model_config(name)
+        return await self._client.get_model_config(name, headers=headers)
 
     async def _infer(self, request: _Request) -> np.ndarray:
         tensor = self._tc.InferInput(request.input_name, list(request.array.shape), request.datatype)
         tensor.set_data_from_numpy(request.array)
         output = self._tc.InferRequestedOutput("embedding")
-        call = self._client.infer(request.model, [tensor], outputs=[output])
+        call = self._client.infer(request.model, [tensor], outputs=[output], headers=self.options.headers)
         result = await asyncio.wait_for(call, self.options.timeout_s)
         return result.as_numpy("embedding")
 

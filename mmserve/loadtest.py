@@ -64,21 +64,20 @@ class Payloads:
 
 
 class TritonTarget:
-    def __init__(self, url: str, name: str = "mmserve") -> None:
+    """mmserve's endpoints; `options` are the SDK's `ClientOptions` keywords (api_key, ca_cert, ...)."""
+
+    def __init__(self, url: str, name: str = "mmserve", **options) -> None:
         from mmserve.client import ClientOptions
 
-        options = ClientOptions(url=url)
-        self.name, self.protocol, self.address = name, options.protocol, options.address
+        self.options = ClientOptions(url=url, **options)
+        self.name, self.protocol = name, self.options.protocol
         self._client = None
 
     async def open(self) -> None:
-        if self.protocol == "grpc":
-            import tritonclient.grpc.aio as tc
-        else:
-            import tritonclient.http.aio as tc
-        self._tc = tc
-        self._client = tc.InferenceServerClient(self.address, **({} if self.protocol == "grpc" else
-                                                                   {"conn_limit": 256}))
+        import importlib
+
+        self._tc = importlib.import_module(f"tritonclient.{self.protocol}.aio")
+        self._client = self.options.connect(aio=True, **({} if self.protocol == "grpc" else {"conn_limit": 256}))
 
     async def close(self) -> None:
         await self._client.close()
@@ -88,13 +87,14 @@ class TritonTarget:
         tensor = self._tc.InferInput("image" if kind == "image" else "text", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
         model = "embed_image" if kind == "image" else "embed_text"
-        await self._client.infer(model, [tensor], outputs=[self._tc.InferRequestedOutput("embedding")])
+        await self._client.infer(model, [tensor], outputs=[self._tc.InferRequestedOutput("embedding")],
+                                 headers=self.options.headers)
 
     async def batch_counts(self) -> dict[str, dict[int, int]]:
         if self.protocol == "grpc":
-            stats = await self._client.get_inference_statistics(as_json=True)
+            stats = await self._client.get_inference_statistics(headers=self.options.headers, as_json=True)
         else:
-            stats = await self._client.get_inference_statistics()
+            stats = await self._client.get_inference_statistics(headers=self.options.headers)
         return batch_counts(stats)
 
 

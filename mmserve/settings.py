@@ -1,20 +1,85 @@
 """mmserve configuration: one pydantic settings model, read from `MMSERVE_*`.
 
 Every option has its default here, with the reason. CLI flags override these.
+`ServeOptions` holds what `mmserve serve` needs beyond the model (the front
+door, access control, supervision); `Settings` includes all of it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mmserve.model import default_model_dir
 
 
-class Settings(BaseSettings):
+class ServeOptions(BaseModel):
+    """The front door and the supervisor of `mmserve serve` (README, Operations)."""
+
+    host: str = Field(default="127.0.0.1", description="Where the front door listens (0.0.0.0: everywhere).")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="KServe v2 over HTTP.")
+    grpc_port: int = Field(default=8001, ge=0, le=65535, description="KServe v2 over gRPC.")
+    metrics_port: int = Field(default=8002, ge=0, le=65535, description="Prometheus metrics.")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Bearer keys that inference, metadata and statistics require (health stays open); "
+        "MMSERVE_API_KEYS takes them comma-separated.")
+    api_key_file: Path | None = Field(default=None, description="More keys, one per line ('#' comments).")
+    tls_cert: Path | None = Field(default=None, description="TLS on every port: the server certificate (PEM).")
+    tls_key: Path | None = Field(default=None, description="Its private key (PEM).")
+    tls_client_ca: Path | None = Field(
+        default=None, description="Mutual TLS: clients must present a certificate this CA signed (not for health).")
+    admin_key: str | None = Field(
+        default=None, description="Opens Triton's admin APIs to requests with header 'mmserve-admin-key: KEY'.")
+    max_request_bytes: int = Field(
+        default=80 << 20, ge=1024, description="Largest request body (80 MiB: a 64 MiB image and room to spare).")
+    max_json_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Largest JSON part of an HTTP request (1 MiB); bigger inputs use the "
+        "binary tensor extension (tritonclient's default).")
+    max_in_flight: int = Field(
+        default=1024, ge=1, description="Requests in progress per port; more are refused at once (503).")
+    request_timeout_s: int = Field(default=300, ge=1, description="Longest wait for Triton's answer to one request.")
+    header_timeout_s: int = Field(default=10, ge=1, description="A client has this long to send a request's headers.")
+    body_timeout_s: int = Field(
+        default=30, ge=1, description="Longest pause while a client sends a body (or reads an answer); then 408.")
+    front_workers: int = Field(default=1, ge=1, le=64, description="nginx worker processes (one is enough here).")
+    access_log: Path | None = Field(default=None, description="The front door's access log (default: none).")
+    check_interval_s: float = Field(default=0.25, gt=0, description="How often the processes are checked.")
+    probe_interval_s: float = Field(
+        default=5.0, gt=0, description="A model that completed nothing for this long gets a one-item probe.")
+    hang_timeout_s: float = Field(
+        default=30.0, gt=0, description="No answer for this long while nothing completes: the model (or tritonserver) "
+        "is hung, and is killed and restarted.")
+    backoff_s: float = Field(
+        default=0.5, ge=0, description="Delay before a second restart of the same part; doubles per restart (30 s max).")
+    max_restarts: int = Field(
+        default=5, ge=1, description="Restarts of one part within restart_window_s before escalating or giving up.")
+    restart_window_s: float = Field(default=600.0, gt=0)
+    start_timeout_s: float = Field(default=300.0, gt=0, description="Longest tritonserver start (warm-up included).")
+    triton_log: Path | None = Field(default=None, description="tritonserver's log file (default: this stderr).")
+    log_verbose: int = Field(default=0, ge=0, description="tritonserver's verbose log level.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    def api_keys_in_effect(self) -> tuple[str, ...]:
+        """`api_keys` and those in `api_key_file`, each once."""
+        keys = list(self.api_keys)
+        if self.api_key_file is not None:
+            for line in self.api_key_file.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(line)
+        return tuple(dict.fromkeys(keys))
+
+
+class Settings(BaseSettings, ServeOptions):
     model_config = SettingsConfigDict(env_prefix="MMSERVE_", extra="ignore")
 
     model_dir: Path = Field(
@@ -47,6 +112,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=100_000_000, ge=1, description="Largest decoded image accepted (width x height), before decoding."
     )
+    max_text_bytes: int = Field(
+        default=1 << 20, ge=1, description="Largest text accepted (1 MiB of UTF-8); CLIP reads its first 77 tokens.")
 
     index: Path = Field(
         default_factory=lambda: _data_home() / "mmserve" / "index",
@@ -55,11 +122,20 @@ class Settings(BaseSettings):
     server: str = Field(
         default="grpc://127.0.0.1:8001", description="Where `mmserve index/search/classify` reach the server."
     )
+    api_key: str | None = Field(default=None, description="The key clients send (a server started with keys).")
+    ca_cert: Path | None = Field(default=None, description="Clients: CA file that verifies the server's certificate.")
+    client_cert: Path | None = Field(default=None, description="Clients: certificate for a mutual-TLS server.")
+    client_key: Path | None = Field(default=None, description="Clients: the key of client_cert.")
 
     def export_dir(self) -> Path:
         from mmserve.export import weights_fingerprint
 
         return self.cache_dir / "onnx" / weights_fingerprint(self.model_dir)[:16]
+
+    def client_options(self) -> dict[str, object]:
+        """The SDK's connection keywords (`mmserve.Client(settings.server, **settings.client_options())`)."""
+        return {"api_key": self.api_key, "ca_cert": self.ca_cert, "client_cert": self.client_cert,
+                "client_key": self.client_key}
 
 
 def _data_home() -> Path:

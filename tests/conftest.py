@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,17 +75,36 @@ def triton_repository(bundled_settings, tmp_path_factory) -> Path:
     return build_repository(bundled_settings, tmp_path_factory.mktemp("repository"), options)
 
 
-@pytest.fixture(scope="session")
-def triton_server(triton_repository, bundled_settings, tmp_path_factory):
-    """The real tritonserver on free loopback ports, serving the bundled model."""
-    from mmserve.serving.server import TritonServer, free_port
+@contextlib.contextmanager
+def serving_stack(repository: Path, cache_dir: Path, log_dir: Path, **options):
+    """What `mmserve serve` runs (health service, front door, supervised tritonserver) on free loopback ports,
+    its checks running in a thread until the block ends. `options`: ServeOptions fields."""
+    from mmserve.serving.server import free_port
+    from mmserve.serving.supervisor import Supervisor
+    from mmserve.settings import ServeOptions
 
-    server = TritonServer(
-        repository=triton_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        cache_dir=bundled_settings.cache_dir, log_file=tmp_path_factory.mktemp("triton-log") / "tritonserver.log",
-    )
-    with server:
-        yield server
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    serve = ServeOptions(**{**ports, "triton_log": log_dir / "tritonserver.log", **options})
+    stack = Supervisor(repository, serve, cache_dir=cache_dir)
+    stop = threading.Event()
+    stack.start(stop)
+    watcher = threading.Thread(target=stack.run, args=(stop,), name="supervisor", daemon=True)
+    watcher.start()
+    try:
+        yield stack
+    finally:
+        stop.set()
+        watcher.join(60)
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def server(triton_repository, bundled_settings, tmp_path_factory):
+    """The bundled model served as `mmserve serve` does: clients reach the front door, never Triton itself."""
+    # Short client timeouts, so that the slow-sender cases finish quickly; a small in-flight cap to test it.
+    with serving_stack(triton_repository, bundled_settings.cache_dir, tmp_path_factory.mktemp("serve-log"),
+                       header_timeout_s=2, body_timeout_s=2, max_in_flight=128) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

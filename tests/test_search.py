@@ -32,7 +32,7 @@ def mmserve_cli(*args, server, index, timeout=600):
                           timeout=timeout)
 
 
-def test_cli_indexes_incrementally_and_finds_what_captions_name(triton_server, search_gallery, tmp_path):
+def test_cli_indexes_incrementally_and_finds_what_captions_name(server, search_gallery, tmp_path):
     directory, scenes = search_gallery
     index = tmp_path / "index"
     (tmp_path / "extra").mkdir()
@@ -40,19 +40,19 @@ def test_cli_indexes_incrementally_and_finds_what_captions_name(triton_server, s
     (tmp_path / "extra" / "empty.png").write_bytes(b"")
     first_half = sorted(directory.glob("*.jpg"))  # an "interrupted" first run: only the JPEGs
 
-    result = mmserve_cli("index", *map(str, first_half), server=triton_server, index=index)
+    result = mmserve_cli("index", *map(str, first_half), server=server, index=index)
     assert result.returncode == 0, result.stderr
     assert f"{len(first_half)} added, 0 already indexed, 0 failed" in result.stdout
 
     result = mmserve_cli("index", str(directory), str(tmp_path / "extra"), "--tag", "gallery",
-                         server=triton_server, index=index)
+                         server=server, index=index)
     assert result.returncode == 0, result.stderr
     assert f"{2000 - len(first_half)} added, {len(first_half)} already indexed, 2 failed" in result.stdout
     assert "broken.jpg" in result.stderr and "empty.png" in result.stderr
 
     precision = []
     for query in QUERIES:
-        result = mmserve_cli("search", query, "-k", "5", "--json", server=triton_server, index=index)
+        result = mmserve_cli("search", query, "-k", "5", "--json", server=server, index=index)
         assert result.returncode == 0, result.stderr
         hits = json.loads(result.stdout)
         assert len(hits) == 5 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
@@ -61,26 +61,26 @@ def test_cli_indexes_incrementally_and_finds_what_captions_name(triton_server, s
     assert sum(precision) / len(precision) >= 0.8, dict(zip(QUERIES, precision))
 
     probe = sorted(directory.glob("*.png"))[3]
-    result = mmserve_cli("search", "--image", str(probe), "-k", "3", "--json", server=triton_server, index=index)
+    result = mmserve_cli("search", "--image", str(probe), "-k", "3", "--json", server=server, index=index)
     hits = json.loads(result.stdout)
     assert hits[0]["uri"] == str(probe.resolve()) and hits[0]["score"] > 0.999
-    assert mmserve_cli("search", "a red circle", "--tag", "gallery", "--json", server=triton_server,
+    assert mmserve_cli("search", "a red circle", "--tag", "gallery", "--json", server=server,
                        index=index).returncode == 0
 
-    result = mmserve_cli("search", "a red circle", "-k", "3", server=triton_server, index=index)
+    result = mmserve_cli("search", "a red circle", "-k", "3", server=server, index=index)
     assert result.returncode == 0 and "of 2000 images" in result.stdout  # the rich table
 
-    result = mmserve_cli("info", server=triton_server, index=index)
+    result = mmserve_cli("info", server=server, index=index)
     assert "2000 images" in result.stdout and "128 dimensions, f16 storage" in result.stdout
 
 
-def test_classify_and_rank_pick_the_true_description(triton_server, search_gallery, tmp_path):
+def test_classify_and_rank_pick_the_true_description(server, search_gallery, tmp_path):
     directory, scenes = search_gallery
     single = [name for name, scene in scenes.items() if len(scene.objects) == 1][:10]
     labels = [f"a {c} {s}" for c in ("red", "green", "blue", "yellow", "purple", "orange")
               for s in ("circle", "square", "triangle", "cross")]
     correct = 0
-    with mmserve.Client(triton_server.grpc_url) as client:
+    with mmserve.Client(server.grpc_url) as client:
         search = Search(client)
         for name in single:
             scene_object = scenes[name].objects[0]
@@ -95,15 +95,15 @@ def test_classify_and_rank_pick_the_true_description(triton_server, search_galle
     assert correct >= 9
 
     result = mmserve_cli("classify", str(directory / single[0]), "--labels", ",".join(labels), "--json",
-                         server=triton_server, index=tmp_path / "none")
+                         server=server, index=tmp_path / "none")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == len(labels)
 
 
-def test_search_api_with_a_python_index(triton_server, search_gallery, tmp_path):
+def test_search_api_with_a_python_index(server, search_gallery, tmp_path):
     directory, scenes = search_gallery
     files = sorted(directory.glob("*.png"))[:200]
-    with mmserve.Client(triton_server.grpc_url) as client:
+    with mmserve.Client(server.grpc_url) as client:
         with Index.create(tmp_path / "index", client.model_summary().embedding_dim) as index:
             index.add(client.embed_images(files), [{"uri": str(f), "tags": ["png"]} for f in files])
             hits = Search(client, index).search_image(files[0], 3)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
+import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -48,10 +50,10 @@ def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_server_embeddings_equal_in_process_embeddings(triton_server, local_embedder, gallery, protocol):
+def test_server_embeddings_equal_in_process_embeddings(server, local_embedder, gallery, protocol):
     expected_images = local_embedder.embed_images(gallery)
     expected_texts = local_embedder.embed_texts(TEXTS)
-    with mmserve.Client(url_for(triton_server, protocol), batch_size=5) as client:
+    with mmserve.Client(url_for(server, protocol), batch_size=5) as client:
         as_bytes = client.embed_images([p.read_bytes() for p in gallery])
         as_paths = client.embed_images(gallery)
         local = client.embed_images(gallery, preprocess="local")
@@ -62,11 +64,11 @@ def test_server_embeddings_equal_in_process_embeddings(triton_server, local_embe
     assert cosines(texts, expected_texts).min() >= 0.9999
 
 
-def test_pil_images_and_arrays_embed_like_their_files(triton_server, gallery):
+def test_pil_images_and_arrays_embed_like_their_files(server, gallery):
     png = [p for p in gallery if p.suffix == ".png"][:3]
     pil = [Image.open(p) for p in png]
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in png]
-    with mmserve.Client(triton_server.grpc_url) as client:
+    with mmserve.Client(server.grpc_url) as client:
         from_files, from_pil, from_arrays = client.embed_images(png), client.embed_images(pil), \
             client.embed_images(arrays)
     assert cosines(from_pil, from_files).min() >= 0.99999
@@ -74,8 +76,8 @@ def test_pil_images_and_arrays_embed_like_their_files(triton_server, gallery):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_async_client_matches_the_blocking_client(triton_server, gallery, protocol):
-    url = url_for(triton_server, protocol)
+def test_async_client_matches_the_blocking_client(server, gallery, protocol):
+    url = url_for(server, protocol)
 
     async def run():
         async with mmserve.AsyncClient(url, batch_size=4, max_in_flight=3) as client:
@@ -89,11 +91,11 @@ def test_async_client_matches_the_blocking_client(triton_server, gallery, protoc
         assert cosines(images, client.embed_images(gallery)).min() >= 0.99999
 
 
-def test_text_tower_cut_gives_identical_embeddings(triton_server, local_embedder):
+def test_text_tower_cut_gives_identical_embeddings(server, local_embedder):
     """The tower cuts batches after the longest end-of-text: same result as all 77 positions in-process."""
     ids = local_embedder.tokenizer(TEXTS)
     full_width = local_embedder.text_tower(ids)  # no cut: every row at the full context length
-    with mmserve.Client(triton_server.grpc_url) as client:
+    with mmserve.Client(server.grpc_url) as client:
         served = client.embed_texts(TEXTS)  # one batch, cut at the longest text
         alone = np.concatenate([client.embed_texts([t]) for t in TEXTS])  # each cut at its own length
     assert np.abs(served - full_width).max() < 1e-5
@@ -101,9 +103,9 @@ def test_text_tower_cut_gives_identical_embeddings(triton_server, local_embedder
     assert length_buckets(77) == [8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64, 68, 72, 76, 77]
 
 
-def test_concurrent_requests_form_dynamic_batches(triton_server, gallery):
+def test_concurrent_requests_form_dynamic_batches(server, gallery):
     images = [p.read_bytes() for p in gallery]
-    with mmserve.Client(triton_server.grpc_url, max_in_flight=16, batch_size=1) as client:
+    with mmserve.Client(server.grpc_url, max_in_flight=16, batch_size=1) as client:
         before = batch_counts(client.statistics())
         client.embed_texts([f"a red circle number {i}" for i in range(48)])
         client.embed_images(images * 4)
@@ -114,7 +116,7 @@ def test_concurrent_requests_form_dynamic_batches(triton_server, gallery):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_bad_inputs_fail_alone_while_concurrent_requests_succeed(triton_server, local_embedder, gallery, protocol):
+def test_bad_inputs_fail_alone_while_concurrent_requests_succeed(server, local_embedder, gallery, protocol):
     good = [p.read_bytes() for p in gallery]
     expected = local_embedder.embed_images(good)
     expected_text = local_embedder.embed_texts(["a red circle"])
@@ -126,7 +128,7 @@ def test_bad_inputs_fail_alone_while_concurrent_requests_succeed(triton_server, 
         "bomb": (png_bomb(), "pixels"),
         "not an image": (b"GIF89a not supported", "image 0"),
     }
-    url = url_for(triton_server, protocol)
+    url = url_for(server, protocol)
     with mmserve.Client(url, retries=0) as client, ThreadPoolExecutor(12) as pool:
         good_jobs = [pool.submit(client.embed_images, good) for _ in range(4)]
         text_jobs = [pool.submit(client.embed_texts, ["a red circle"]) for _ in range(4)]
@@ -146,14 +148,14 @@ def test_bad_inputs_fail_alone_while_concurrent_requests_succeed(triton_server, 
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_invalid_utf8_and_wrong_shapes_get_clear_errors(triton_server, local_embedder, protocol):
+def test_invalid_utf8_and_wrong_shapes_get_clear_errors(server, local_embedder, protocol):
     """Raw tritonclient requests (the SDK never sends these): the server names the problem."""
     if protocol == "grpc":
         import tritonclient.grpc as tc
-        address = triton_server.grpc_url.removeprefix("grpc://")
+        address = server.grpc_url.removeprefix("grpc://")
     else:
         import tritonclient.http as tc
-        address = triton_server.http_url.removeprefix("http://")
+        address = server.http_url.removeprefix("http://")
     from tritonclient.utils import InferenceServerException
 
     def infer(model, name, array, datatype):
@@ -189,12 +191,12 @@ def test_invalid_utf8_and_wrong_shapes_get_clear_errors(triton_server, local_emb
     client.close()
 
 
-def test_plain_tritonclient_embeds_a_jpeg_and_a_text(triton_server, local_embedder, gallery):
+def test_plain_tritonclient_embeds_a_jpeg_and_a_text(server, local_embedder, gallery):
     """No mmserve code on the request path: the endpoints are standard Triton."""
     import tritonclient.http as httpclient
 
     jpeg = next(p for p in gallery if p.suffix == ".jpg").read_bytes()
-    client = httpclient.InferenceServerClient(triton_server.http_url.removeprefix("http://"))
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
     image = httpclient.InferInput("image", [1, 1], "BYTES")
     image.set_data_from_numpy(np.array([[jpeg]], dtype=np.object_))
     image_embedding = client.infer("embed_image", [image]).as_numpy("embedding")
@@ -204,7 +206,7 @@ def test_plain_tritonclient_embeds_a_jpeg_and_a_text(triton_server, local_embedd
     # The README's curl example: JSON over HTTP, no client library at all.
     body = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a red circle"]}]}
     request = urllib.request.Request(
-        f"{triton_server.http_url}/v2/models/embed_text/infer", data=json.dumps(body).encode(),
+        f"{server.http_url}/v2/models/embed_text/infer", data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -213,17 +215,17 @@ def test_plain_tritonclient_embeds_a_jpeg_and_a_text(triton_server, local_embedd
     assert cosines(text_embedding, local_embedder.embed_texts(["a red circle"])).min() >= 0.9999
 
 
-def test_admin_apis_are_closed_and_metrics_are_served(triton_server):
-    request = urllib.request.Request(f"{triton_server.http_url}/v2/repository/index", data=b"{}", method="POST")
+def test_admin_apis_are_closed_and_metrics_are_served(server):
+    request = urllib.request.Request(f"{server.http_url}/v2/repository/index", data=b"{}", method="POST")
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code in (401, 403)
-    with urllib.request.urlopen(triton_server.metrics_url, timeout=10) as response:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         assert b"nv_inference_request_success" in response.read()
 
 
-def test_client_errors_are_typed(triton_server, tmp_path, port_factory):
-    with mmserve.Client(triton_server.grpc_url) as client:
+def test_client_errors_are_typed(server, tmp_path, port_factory):
+    with mmserve.Client(server.grpc_url) as client:
         with pytest.raises(mmserve.InvalidInputError, match="cannot read"):
             client.embed_images([tmp_path / "missing.jpg"])
         with pytest.raises(mmserve.InvalidInputError, match="expected str"):
@@ -243,29 +245,29 @@ def test_client_errors_are_typed(triton_server, tmp_path, port_factory):
 
 
 
-def test_model_processes_do_not_load_torch(triton_server, gallery):
+def test_model_processes_do_not_load_torch(server, gallery):
     """Serving never imports torch: no Python-backend process has any of torch's files mapped."""
-    with mmserve.Client(triton_server.grpc_url) as client:
+    from mmserve.serving.supervisor import model_processes
+
+    with mmserve.Client(server.grpc_url) as client:
         client.embed_images(gallery[:2])
         client.embed_texts(["a red circle"])
-    children = [int(pid) for pid in
-                open(f"/proc/{triton_server.process.pid}/task/{triton_server.process.pid}/children").read().split()]
-    stubs = [pid for pid in children if b"triton_python_backend_stub" in open(f"/proc/{pid}/cmdline", "rb").read()]
-    assert len(stubs) == 4, children
-    for pid in stubs:
+    stubs = model_processes(server.triton.process.pid)
+    assert sorted(stubs) == ["image_preprocess", "image_tower", "text_tokenize", "text_tower"], stubs
+    compiled_core = f"/mmserve/_C.cpython-{sys.version_info.major}{sys.version_info.minor}"
+    for model, (pid,) in stubs.items():
         maps = open(f"/proc/{pid}/maps").read()
-        assert "openvino" in maps or "_C" in maps, pid  # the check reads real mappings
-        assert "/torch/" not in maps, f"stub {pid} mapped torch"
+        # The check reads real mappings: decode and tokenize map mmserve's compiled core, the towers OpenVINO.
+        assert (compiled_core if model in ("image_preprocess", "text_tokenize") else "/openvino/") in maps, model
+        assert "/torch/" not in maps, f"{model} (pid {pid}) mapped torch"
 
 
-def test_load_generator_smoke(triton_server, tmp_path):
+def test_load_generator_smoke(server, tmp_path):
     """`mmserve bench` for a few seconds against the test server: results, plots, server-side batches."""
-    import os
     import subprocess
-    import sys
 
     results, plot = tmp_path / "results.json", tmp_path / "throughput.png"
-    command = [sys.executable, "-m", "mmserve.cli", "bench", "--server", triton_server.grpc_url, "--workload",
+    command = [sys.executable, "-m", "mmserve.cli", "bench", "--server", server.grpc_url, "--workload",
                "mixed", "--concurrency", "1,8", "--rate", "40", "--seconds", "1.5", "--json", str(results),
                "--plot", str(plot)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=dict(os.environ))
@@ -282,7 +284,6 @@ def test_load_generator_smoke(triton_server, tmp_path):
 def test_a_killed_launcher_does_not_leave_tritonserver_running(triton_repository, bundled_settings, port_factory):
     import signal
     import subprocess
-    import sys
     import time
 
     script = (
@@ -313,16 +314,24 @@ def test_a_killed_launcher_does_not_leave_tritonserver_running(triton_repository
         raise AssertionError("tritonserver outlived its killed launcher")
 
 
-def test_ctrl_c_stops_a_cli_command_with_status_130(triton_server):
+def test_ctrl_c_stops_a_cli_command_with_status_130(server):
     import signal
     import subprocess
-    import sys
     import time
 
-    command = [sys.executable, "-m", "mmserve.cli", "bench", "--server", triton_server.grpc_url, "--concurrency",
-               "1", "--seconds", "60"]
+    def text_executions() -> int:  # embed_text: only clients call the ensemble (the supervisor probes its steps)
+        with mmserve.Client(server.grpc_url) as client:
+            stats = client.statistics("embed_text")["model_stats"][0]
+        return int(stats["inference_stats"]["success"]["count"])
+
+    before = text_executions()
+    command = [sys.executable, "-m", "mmserve.cli", "bench", "--server", server.grpc_url, "--workload", "text",
+               "--concurrency", "1", "--seconds", "60"]
     bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    deadline = time.monotonic() + 60
+    while text_executions() == before:  # the load test is under way: its requests reach the server
+        assert bench.poll() is None and time.monotonic() < deadline, bench.communicate()
+        time.sleep(0.1)
     bench.send_signal(signal.SIGINT)
     _, stderr = bench.communicate(timeout=30)
     assert bench.returncode == 130, stderr

@@ -63,6 +63,7 @@ class RepositoryOptions(BaseModel):
     exact_preprocessing: bool = False
     max_image_bytes: int = Field(default=64 << 20, ge=1)
     max_image_pixels: int = Field(default=100_000_000, ge=1)
+    max_text_bytes: int = Field(default=1 << 20, ge=1)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> RepositoryOptions:
@@ -73,6 +74,7 @@ class RepositoryOptions(BaseModel):
             "exact_preprocessing": settings.exact_preprocessing,
             "max_image_bytes": settings.max_image_bytes,
             "max_image_pixels": settings.max_image_pixels,
+            "max_text_bytes": settings.max_text_bytes,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

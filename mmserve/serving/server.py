@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,18 @@ ADMIN_HEADER = "mmserve-admin-key"
 
 class ServerStartError(RuntimeError):
     """tritonserver exited or did not become ready; the message ends with its log."""
+
+
+def describe_exit(code: int | None) -> str:
+    """"status 1", "signal 9 (SIGKILL)": how a child process ended, from its return code."""
+    if code is None:
+        return "no status"
+    if code < 0:
+        try:
+            return f"signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -87,8 +100,12 @@ def server_environment() -> dict[str, str]:
     return env
 
 
-def _exit_with_parent() -> None:
-    """In the child: get SIGTERM if the launching process dies (even by SIGKILL), so no server is orphaned."""
+def exit_with_parent() -> None:
+    """In the child: get SIGTERM if the launching thread dies (even by SIGKILL), so no server is orphaned.
+
+    Linux ties this to the thread that started the child, not the process: start
+    long-lived children from a thread that lives as long as they should.
+    """
     import ctypes
 
     PR_SET_PDEATHSIG = 1
@@ -96,6 +113,24 @@ def _exit_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass  # not Linux/glibc: the server outlives a killed launcher, as any child would
+
+
+# Triton's HTTP threads parse JSON recursively: at glibc's default 8 MiB stack, about 105,000 nesting levels
+# crash the server (measured). Thread stacks take their size from RLIMIT_STACK, so 128 MiB holds 1.6 million,
+# more than the front door's JSON limit (1 MiB) can nest. Only address space is reserved, not memory.
+TRITON_STACK_BYTES = 128 << 20
+
+
+def _triton_child_setup() -> None:
+    import resource
+
+    exit_with_parent()
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    wanted = TRITON_STACK_BYTES if hard == resource.RLIM_INFINITY else min(TRITON_STACK_BYTES, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
+    except (ValueError, OSError):
+        pass
 
 
 @dataclasses.dataclass
@@ -128,12 +163,14 @@ class TritonServer:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
-        restricted = f"{ADMIN_APIS}:{ADMIN_HEADER}={self.admin_key or secrets.token_hex(32)}"
+        restricted = f"{ADMIN_APIS}:{ADMIN_HEADER}={self._admin_key()}"
         return [
             str(pytriton_root() / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={backend_directory(self.cache_dir)}",
-            "--model-control-mode=none",
+            # Explicit control: the supervisor reloads a model whose process died (repository API, admin key).
+            "--model-control-mode=explicit",
+            "--load-model=*",
             "--strict-readiness=true",
             "--disable-auto-complete-config",
             f"--exit-timeout-secs={self.exit_timeout_s}",
@@ -151,7 +188,16 @@ class TritonServer:
             *self.extra_args,
         ]
 
-    def start(self, timeout_s: float = 300.0) -> TritonServer:
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {ADMIN_HEADER: self._admin_key()}
+
+    def _admin_key(self) -> str:
+        if self.admin_key is None:
+            self.admin_key = secrets.token_hex(32)  # known to this process only
+        return self.admin_key
+
+    def start(self, timeout_s: float = 300.0, stop: threading.Event | None = None) -> TritonServer:
         if not (self.repository / "embed_image" / "config.pbtxt").is_file():
             raise ServerStartError(f"{self.repository} is not an mmserve model repository: run `mmserve build`")
         output = None
@@ -162,29 +208,42 @@ class TritonServer:
             # A new session: Ctrl-C in a terminal reaches us, and we shut Triton down in order.
             self.process = subprocess.Popen(
                 self.command(), env=server_environment(), stdout=output, stderr=subprocess.STDOUT if output else None,
-                start_new_session=True, preexec_fn=_exit_with_parent,
+                start_new_session=True, preexec_fn=_triton_child_setup,
             )
         finally:
             if output is not None:
                 output.close()
-        self.wait_ready(timeout_s)
+        self.wait_ready(timeout_s, stop)
         return self
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float, stop: threading.Event | None = None) -> None:
+        """Until ready; `stop` set (Ctrl-C) aborts the wait with `ServerStartError`."""
+        stop = stop or threading.Event()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                raise ServerStartError(f"tritonserver exited with status {code}{self._log_tail()}")
+                raise ServerStartError(f"tritonserver exited with {describe_exit(code)}{self._log_tail()}")
             if self.is_ready():
                 return
-            time.sleep(0.2)
+            if stop.wait(0.1):
+                self.stop()
+                raise ServerStartError("interrupted while tritonserver was starting")
         self.stop()
         raise ServerStartError(f"tritonserver not ready after {timeout_s:.0f} s{self._log_tail()}")
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def is_ready(self) -> bool:
+        return self._health("ready")
+
+    def is_live(self) -> bool:
+        return self._health("live")
+
+    def _health(self, kind: str) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/{kind}", timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -199,8 +258,12 @@ class TritonServer:
             try:
                 process.wait(self.exit_timeout_s + 10)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                pass
+        try:  # model processes it left behind (they also exit on their own once they notice)
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
         return process.returncode
 
     def wait(self) -> int:

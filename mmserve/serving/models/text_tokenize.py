@@ -1,7 +1,8 @@
 """Triton model `text_tokenize`: UTF-8 bytes -> CLIP token ids `[context length]` and lengths.
 
 Texts longer than the context are truncated (the end-of-text token is kept),
-as CLIP does. Bytes that are not valid UTF-8 fail their own request.
+as CLIP does. Bytes that are not valid UTF-8, or a text over the
+`max_text_bytes` parameter, fail their own request.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         model = ModelArgs(args)
         self.tokenizer = ClipTokenizer.from_model_dir(model.version_dir / "clip")
+        self.max_text_bytes = model.int_parameter("max_text_bytes", 1 << 20)
 
     def execute(self, requests):
         texts: list[str] = []
         spans: list[tuple[int, int] | str] = []
         for request in requests:
             items = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
-            decoded, error = _decode_all(items)
+            decoded, error = _decode_all(items, self.max_text_bytes)
             if error is not None:
                 spans.append(error)
                 continue
@@ -43,9 +45,11 @@ class TritonPythonModel:
         return responses
 
 
-def _decode_all(items) -> tuple[list[str], str | None]:
+def _decode_all(items, max_bytes: int) -> tuple[list[str], str | None]:
     decoded = []
     for index, item in enumerate(items):
+        if len(item) > max_bytes:
+            return [], f"text {index}: {len(item)} bytes exceeds the limit of {max_bytes} bytes"
         try:
             decoded.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
         except UnicodeDecodeError as error:
