@@ -8,11 +8,11 @@ from mmserve.model import ClipModelInfo, default_model_dir
 
 __version__ = "0.1.0"
 __all__ = [
-    "AsyncClient", "Client", "ClipModelInfo", "InvalidInputError", "MmserveError", "OverloadedError",
+    "AsyncClient", "AuthenticationError", "Client", "ClipModelInfo", "InvalidInputError", "MmserveError", "OverloadedError",
     "RequestTimeoutError", "ServerUnavailableError", "default_model_dir", "__version__",
 ]
 _CLIENT_NAMES = {
-    "AsyncClient", "Client", "InvalidInputError", "MmserveError", "OverloadedError", "RequestTimeoutError",
+    "AsyncClient", "AuthenticationError", "Client", "InvalidInputError", "MmserveError", "OverloadedError", "RequestTimeoutError",
     "ServerUnavailableError",
 }
 

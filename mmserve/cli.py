@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="mmserve", standalone_mode=False)
     except KeyboardInterrupt:
         interrupted.set()
     except typer.Exit as done:

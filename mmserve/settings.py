@@ -46,6 +46,9 @@ class ServeOptions(BaseModel):
         default=30, ge=1, description="Longest pause while a client sends a body (or reads an answer); then 408.")
     front_workers: int = Field(default=1, ge=1, le=64, description="nginx worker processes (one is enough here).")
     access_log: Path | None = Field(default=None, description="The front door's access log (default: none).")
+    front_log_level: Literal["debug", "info", "notice", "warn", "error", "crit"] = Field(
+        default="crit", description="nginx's log level on stderr ('error' logs every request refused while "
+        "tritonserver restarts).")
     check_interval_s: float = Field(default=0.25, gt=0, description="How often the processes are checked.")
     probe_interval_s: float = Field(
         default=5.0, gt=0, description="A model that completed nothing for this long gets a one-item probe.")
@@ -53,7 +56,8 @@ class ServeOptions(BaseModel):
         default=30.0, gt=0, description="No answer for this long while nothing completes: the model (or tritonserver) "
         "is hung, and is killed and restarted.")
     backoff_s: float = Field(
-        default=0.5, ge=0, description="Delay before a second restart of the same part; doubles per restart (30 s max).")
+        default=0.5, ge=0, description="Delay before the second restart of the same part within the window (the "
+        "first is immediate); doubles per restart, 30 s at most.")
     max_restarts: int = Field(
         default=5, ge=1, description="Restarts of one part within restart_window_s before escalating or giving up.")
     restart_window_s: float = Field(default=600.0, gt=0)

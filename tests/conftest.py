@@ -120,3 +120,9 @@ def gallery(tmp_path_factory):
     from mmserve.demo import write_gallery
 
     return [item.path for item in write_gallery(tmp_path_factory.mktemp("gallery"), 12, seed=5)]
+
+
+@pytest.fixture(scope="session")
+def stack_factory():
+    """`with stack_factory(repository, cache_dir, log_dir, **options) as stack`: a served stack of one's own."""
+    return serving_stack

@@ -89,7 +89,7 @@ class FrontDoorConfig:
         values = {
             "run_dir": str(run_dir),
             "workers": o.front_workers,
-            "log_level": "warn",
+            "log_level": o.front_log_level,
             "open_files": 4 * 4096 + 64,
             "worker_connections": 4096,
             "access_log": f"{o.access_log} combined" if o.access_log else "off",

@@ -238,12 +238,12 @@ class TritonServer:
     def is_ready(self) -> bool:
         return self._health("ready")
 
-    def is_live(self) -> bool:
-        return self._health("live")
+    def is_live(self, timeout_s: float = 1.0) -> bool:
+        return self._health("live", timeout_s)
 
-    def _health(self, kind: str) -> bool:
+    def _health(self, kind: str, timeout_s: float = 2.0) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/{kind}", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/{kind}", timeout=timeout_s) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False

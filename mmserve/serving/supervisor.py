@@ -95,7 +95,9 @@ class _RestartLog:
         if len(times) >= self.options.max_restarts:
             return None
         times.append(now)
-        return len(times), min(30.0, self.options.backoff_s * 2 ** (len(times) - 1))
+        if len(times) == 1:
+            return 1, 0.0  # a first failure is restarted at once
+        return len(times), min(30.0, self.options.backoff_s * 2 ** (len(times) - 2))
 
     def forget(self, part: str) -> None:
         self._times.pop(part, None)
@@ -196,12 +198,13 @@ class Supervisor:
         if not self.triton.alive():
             cause = describe_exit(self.triton.process.returncode if self.triton.process else None)
             return self._restart_triton(f"exited with {cause}", stop)
-        if self._triton_hung():
+        answering = self._triton_answering()
+        if answering is None:
             self._kill_triton()
             return self._restart_triton(f"did not answer for {self.options.hang_timeout_s:.0f} s (killed)", stop)
         now = time.monotonic()
         completed = None
-        if now - self._last_answer_check >= min(1.0, self.options.probe_interval_s):
+        if answering and now - self._last_answer_check >= min(1.0, self.options.probe_interval_s):
             self._last_answer_check = now
             completed = self._completed_counts()
         for model in self.models.values():
@@ -275,18 +278,19 @@ class Supervisor:
             return True
         return True
 
-    def _triton_hung(self) -> bool:
-        """tritonserver's own liveness, asked every probe interval; True once unanswered for hang_timeout_s."""
+    def _triton_answering(self) -> bool | None:
+        """tritonserver's own liveness, asked about once a second: True, False (not now), or None once it has not
+        answered for hang_timeout_s (hung)."""
         now = time.monotonic()
         if now - self._last_liveness_check < min(self.options.probe_interval_s, 1.0):
-            return False
+            return self._triton_unanswered_since is None
         self._last_liveness_check = now
         if self.triton.is_live():
             self._triton_unanswered_since = None
-            return False
+            return True
         if self._triton_unanswered_since is None:
             self._triton_unanswered_since = now
-        return now - self._triton_unanswered_since >= self.options.hang_timeout_s
+        return None if now - self._triton_unanswered_since >= self.options.hang_timeout_s else False
 
     def _kill_triton(self) -> None:
         if self.triton.process is not None:
@@ -299,7 +303,7 @@ class Supervisor:
     def _discover_models(self) -> None:
         """The models tritonserver serves, what each ensemble chains, and each model's processes."""
         index = self._admin("POST", "/v2/repository/index", {"ready": True})
-        configs = {entry["name"]: self._get(f"/v2/models/{entry['name']}/config") for entry in index}
+        configs = {entry["name"]: self._get(f"/v2/models/{entry['name']}/config", 30) for entry in index}
         steps: dict[str, tuple[str, ...]] = {}
         models: dict[str, _Model] = {}
         for name, config in configs.items():
@@ -486,8 +490,8 @@ class Supervisor:
             return {}
         return {m["name"]: int(m["inference_stats"]["success"]["count"]) for m in stats.get("model_stats", [])}
 
-    def _get(self, path: str):
-        with urllib.request.urlopen(f"{self.triton.http_url}{path}", timeout=10) as response:
+    def _get(self, path: str, timeout_s: float = 2.0):
+        with urllib.request.urlopen(f"{self.triton.http_url}{path}", timeout=timeout_s) as response:
             return json.load(response)
 
     def _admin(self, method: str, path: str, body: dict):
