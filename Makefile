@@ -8,13 +8,14 @@ PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints
 STAMPS := $(VENV)/.stamps
 CPP_SOURCES := $(shell find csrc -type f) CMakeLists.txt pyproject.toml
 
-.PHONY: setup demo test bench benchmarks fuzz train-model towers clean distclean help
+.PHONY: setup demo test bench benchmarks soak fuzz train-model towers clean distclean help
 
 help:
 	@echo "make demo         set up, export the default model, run the end-to-end demo"
 	@echo "make test         set up and run the test suite"
 	@echo "make bench        run the component benchmarks in bench/ (runtimes, preprocessing, tokenizer, search)"
 	@echo "make benchmarks   regenerate BENCHMARKS.md: load tests against the baselines (about 15 min)"
+	@echo "make soak         10 minutes of mixed load with 1% bad inputs: memory growth per process, errors"
 	@echo "make fuzz         fuzz the image decoders for FUZZ_SECONDS (default 600)"
 	@echo "make train-model  retrain the bundled default model (about 80 min on 2 cores)"
 	@echo "make clean        remove build outputs (keeps .venv)"
@@ -65,6 +66,10 @@ bench: towers
 
 benchmarks: towers
 	$(PY) bench/run_benchmarks.py
+
+SOAK_SECONDS ?= 600
+soak: towers
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS) --json bench/results/soak.json
 
 # Fuzz the image decoders (FUZZ_SECONDS, default 600) with atheris.
 FUZZ_SECONDS ?= 600

@@ -3,9 +3,15 @@
 For each model (the bundled one and a full-size ViT-B/32 with random weights),
 in one run on this machine:
 
-- mmserve: the real tritonserver on the built repository, one item per request over gRPC (and HTTP),
-  closed-loop concurrency sweeps for JPEG images, ~8-word texts and a mix, then open-loop Poisson
-  arrivals at fractions of the measured image peak;
+- mmserve as `mmserve serve` runs it (tritonserver behind the nginx front door, supervised), one item per
+  request over gRPC (and HTTP), closed-loop concurrency sweeps for JPEG images, ~8-word texts and a mix,
+  then open-loop Poisson arrivals at fractions of the measured image peak;
+- the front door's cost: the same text and image load through it and straight to tritonserver's loopback
+  port, in interleaved rounds at the best concurrency;
+- overload: open-loop arrivals at the measured peak (20 s), then at 3x the peak for 60 s, then normal load:
+  how fast refusals come, the accepted requests' p99 against the p99 at the peak, the answers right after;
+- recovery: each model process and tritonserver killed (SIGKILL) under load, seconds to the first
+  successful request;
 - the typical server: transformers CLIPModel + CLIPProcessor behind FastAPI/uvicorn
   (`bench/baselines/fastapi_server.py`), same sweeps;
 - mmserve again with int8 towers (`precision="int8"`): image and text sweeps and the open loop;
@@ -37,13 +43,17 @@ from mmserve import loadtest
 from mmserve.export import export_towers
 from mmserve.model import ClipModelInfo, default_model_dir
 from mmserve.serving.repository import RepositoryOptions, build_repository
-from mmserve.serving.server import TritonServer, free_port
-from mmserve.settings import Settings
+from mmserve.serving.server import free_port
+from mmserve.serving.supervisor import model_processes, supervised
+from mmserve.settings import ServeOptions, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench" / "baselines"))
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
 OPEN_LOOP_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
+OVERHEAD_ROUNDS = 3
+OVERLOAD_FACTOR = 3.0
+OVERLOAD_SECONDS = 60.0
 
 
 def log(message: str) -> None:
@@ -128,13 +138,13 @@ def run_model(name: str, model_dir: Path, workdir: Path, seconds: float, images,
         log(f"  {result.target} {result.workload} {result.mode} {load}: {result.throughput:.1f}/s "
             f"p50 {result.p50_ms or 0:.0f} ms p99 {result.p99_ms or 0:.0f} ms errors {result.errors}")
 
-    def start(variant: Settings, label: str) -> TritonServer:
+    def start(variant: Settings, label: str):
         repository = build_repository(variant, workdir / name / label / "model_repository",
                                       RepositoryOptions.from_settings(variant))
-        log(f"{name}: starting tritonserver ({label})")
-        return TritonServer(repository.resolve(), http_port=free_port(), grpc_port=free_port(),
-                            metrics_port=free_port(), cache_dir=variant.cache_dir,
-                            log_file=workdir / name / label / "tritonserver.log")
+        log(f"{name}: starting mmserve serve ({label})")
+        options = ServeOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                               triton_log=workdir / name / label / "tritonserver.log")
+        return supervised(repository.resolve(), options, cache_dir=variant.cache_dir)
 
     def sweep(url: str, target: str, workload: str, levels) -> None:
         payloads = loadtest.Payloads(workload, images, texts)
@@ -148,21 +158,30 @@ def run_model(name: str, model_dir: Path, workdir: Path, seconds: float, images,
                                                   loadtest.Payloads("image", images, texts), "image", rates,
                                                   max(seconds, 5.0), step)))
 
-    with start(settings, "default") as server:
+    with start(settings, "default") as stack:
         for workload in ("image", "text", "mixed"):
-            sweep(server.grpc_url, "mmserve gRPC", workload, LEVELS)
-        sweep(server.http_url, "mmserve HTTP", "image", LEVELS[2::2])
-        open_loop(server.grpc_url, "mmserve gRPC")
+            sweep(stack.grpc_url, "mmserve gRPC", workload, LEVELS)
+        sweep(stack.http_url, "mmserve HTTP", "image", LEVELS[2::2])
         import mmserve
 
-        with mmserve.Client(server.grpc_url) as client:
+        with mmserve.Client(stack.grpc_url) as client:
             report["stages"] = stage_times(client.statistics())
+        log(f"{name}: the front door's cost")
+        report["front_door"] = front_door_cost(stack, results, images, texts, seconds, step)
+        open_loop(stack.grpc_url, "mmserve gRPC")
+        report["overload"] = {}
+        for workload in ("image", "text"):
+            log(f"{name}: overload, {workload}")
+            report["overload"][workload] = overload(stack.grpc_url, best_step(results, "mmserve gRPC", workload),
+                                                    workload, images, texts, step)
+        log(f"{name}: recovery from killed processes")
+        report["recovery"] = recovery(stack, images, texts)
 
     int8 = settings.model_copy(update={"precision": "int8"})
-    with start(int8, "int8") as server:
+    with start(int8, "int8") as stack:
         for workload in ("image", "text"):
-            sweep(server.grpc_url, INT8, workload, LEVELS[3:])
-        open_loop(server.grpc_url, INT8)
+            sweep(stack.grpc_url, INT8, workload, LEVELS[3:])
+        open_loop(stack.grpc_url, INT8)
 
     log(f"{name}: starting the FastAPI baseline")
     baseline = FastApiBaseline(model_dir, workdir / name / "fastapi.log")
@@ -179,6 +198,99 @@ def run_model(name: str, model_dir: Path, workdir: Path, seconds: float, images,
     report["int8"] = int8_in_process(int8, settings, images, texts, max(seconds, 5.0))
     report["steps"] = [r.model_dump() for r in results]
     return report
+
+
+def best_step(results: list[loadtest.StepResult], target: str, workload: str) -> loadtest.StepResult:
+    return max((r for r in results if r.target == target and r.workload == workload and r.mode == "closed"),
+               key=lambda r: r.throughput)
+
+
+def front_door_cost(stack, results, images, texts, seconds: float, step) -> dict:
+    """Best-concurrency throughput through the front door and straight to tritonserver, rounds interleaved."""
+    cost: dict[str, dict] = {}
+    for workload in ("text", "image"):
+        concurrency = best_step(results, "mmserve gRPC", workload).concurrency
+        rounds = []
+        for _ in range(OVERHEAD_ROUNDS):
+            pair = {}
+            for label, url in (("direct", stack.triton.grpc_url), ("front door", stack.grpc_url)):
+                payloads = loadtest.Payloads(workload, images, texts)
+                (result,) = asyncio.run(loadtest.sweep(loadtest.TritonTarget(url, f"tritonserver {label}"),
+                                                       payloads, workload, [concurrency], seconds, step))
+                pair[label] = result.throughput
+            rounds.append(pair)
+        ratios = sorted(r["front door"] / r["direct"] for r in rounds)
+        cost[workload] = {"concurrency": concurrency, "rounds": rounds, "median_ratio": ratios[len(ratios) // 2]}
+    return cost
+
+
+def overload(url: str, peak: loadtest.StepResult, workload: str, images, texts, step) -> dict:
+    """Open loop at the peak (20 s), at 3x the peak (60 s), then a closed loop at the peak's concurrency."""
+    def target(label: str):
+        return loadtest.TritonTarget(url, label)
+
+    payloads = loadtest.Payloads(workload, images, texts)
+    (at_peak,) = asyncio.run(loadtest.rates(target("at the peak"), payloads, workload, [peak.throughput], 20.0,
+                                            step))
+    (burst,) = asyncio.run(loadtest.rates(target(f"{OVERLOAD_FACTOR:g}x the peak"), payloads, workload,
+                                          [OVERLOAD_FACTOR * peak.throughput], OVERLOAD_SECONDS, step))
+    (after,) = asyncio.run(loadtest.sweep(target("right after"), payloads, workload, [peak.concurrency], 5.0, step))
+    return {"peak": peak.model_dump(), "at_peak": at_peak.model_dump(), "burst": burst.model_dump(),
+            "after": after.model_dump()}
+
+
+def recovery(stack, images, texts) -> dict[str, float]:
+    """Seconds from SIGKILL to the first successful request, under load, per model process and tritonserver."""
+    import signal
+    import threading
+
+    import mmserve
+
+    stop = threading.Event()
+
+    def load(kind: str) -> None:
+        with mmserve.Client(stack.grpc_url) as client:
+            while not stop.is_set():
+                try:
+                    client.embed_images(images[:1]) if kind == "image" else client.embed_texts(texts[:2])
+                except mmserve.MmserveError:
+                    pass
+
+    threads = [threading.Thread(target=load, args=(kind,), daemon=True) for kind in ("image", "text", "image")]
+    for thread in threads:
+        thread.start()
+    figures = {}
+    try:
+        for part, kind in (("image_preprocess", "image"), ("image_tower", "image"), ("text_tokenize", "text"),
+                           ("text_tower", "text"), ("tritonserver", "image")):
+            wait_ready(stack)
+            time.sleep(2.0)
+            pid = stack.triton.process.pid if part == "tritonserver" else \
+                model_processes(stack.triton.process.pid)[part][0]
+            with mmserve.Client(stack.grpc_url, retries=0, timeout_s=30) as probe:
+                killed = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                while time.monotonic() - killed < 300:
+                    try:
+                        probe.embed_images(images[:1]) if kind == "image" else probe.embed_texts(texts[:1])
+                        break
+                    except mmserve.MmserveError:
+                        time.sleep(0.05)
+                figures[part] = time.monotonic() - killed
+            log(f"  recovery after killing {part}: {figures[part]:.1f} s")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    return figures
+
+
+def wait_ready(stack, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not stack.state.ready()[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not become ready")
+        time.sleep(0.1)
 
 
 def rate(call, items: int, seconds: float) -> float:
@@ -302,6 +414,7 @@ def write_markdown(reports: list[dict], out: Path, results_dir: Path, seconds: f
                   f"**{q_half['p99_ms'] / q_half['p50_ms']:.2f}** [<= 3]",
                   f"- int8 fidelity on these payloads, embedding cosine against f32 (lowest): images "
                   f"{q['image cosine min']:.5f}, texts {q['text cosine min']:.5f}", ""]
+        lines += front_door_lines(report) + overload_lines(report) + recovery_lines(report)
         lines += ["Open loop (images):", "", "| server | offered req/s | done items/s | p50 ms | p90 ms | "
                   "p99 ms | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
         for s in (s for s in steps if s["mode"] == "open"):
@@ -321,6 +434,52 @@ def write_markdown(reports: list[dict], out: Path, results_dir: Path, seconds: f
             f"![throughput]({results_dir.name}/{name}-throughput.png) "
             f"![latency]({results_dir.name}/{name}-latency.png)", ""]
     out.write_text("\n".join(lines) + "\n")
+
+
+def front_door_lines(report: dict) -> list[str]:
+    rows = ["The front door's cost: the same load straight to tritonserver's loopback gRPC port and through nginx, "
+            f"{OVERHEAD_ROUNDS} interleaved rounds at the best concurrency [issue 12: at most 10% on texts]:", "",
+            "| workload | clients | direct items/s (rounds) | through the front door | median ratio |",
+            "|---|---:|---|---|---:|"]
+    for workload, cost in report["front_door"].items():
+        direct = ", ".join(f"{r['direct']:.0f}" for r in cost["rounds"])
+        front = ", ".join(f"{r['front door']:.0f}" for r in cost["rounds"])
+        rows.append(f"| {workload} | {cost['concurrency']} | {direct} | {front} | "
+                    f"**{cost['median_ratio']:.2f}** ({1 - cost['median_ratio']:+.0%} cost) |")
+    return rows + [""]
+
+
+def overload_lines(report: dict) -> list[str]:
+    rows = [f"Overload: open-loop arrivals at the closed-loop peak for 20 s, then at {OVERLOAD_FACTOR:g}x the peak for "
+            f"{OVERLOAD_SECONDS:g} s, then the peak's clients in a closed loop for 5 s [issue 12: refusals within about "
+            "10 ms, accepted p99 within 3x of the p99 at the peak, normal answers right after]:", "",
+            "| workload | phase | sent/s | done items/s | p50 ms | p99 ms | refused | refusal p50 / p99 ms |",
+            "|---|---|---:|---:|---:|---:|---:|---|"]
+    for workload, phases in report["overload"].items():
+        for label, key in (("closed-loop peak", "peak"), ("open loop at the peak", "at_peak"),
+                           (f"{OVERLOAD_FACTOR:g}x the peak", "burst"), ("right after", "after")):
+            s = phases[key]
+            sent = (s["completed"] + s["errors"]) / s["duration_s"]
+            refusal = "-" if s["refused_p50_ms"] is None else f"{s['refused_p50_ms']:.1f} / {s['refused_p99_ms']:.1f}"
+            rows.append(f"| {workload} | {label} | {sent:.0f} | {s['throughput']:.1f} | {_ms(s['p50_ms'])} | "
+                        f"{_ms(s['p99_ms'])} | {s['refused']} | {refusal} |")
+        burst, at_peak, closed = phases["burst"], phases["at_peak"], phases["peak"]
+        if burst["p99_ms"] and at_peak["p99_ms"] and closed["p99_ms"]:
+            rows.append(f"| {workload} | accepted p99 at {OVERLOAD_FACTOR:g}x / p99 at the peak | | | | "
+                        f"**{burst['p99_ms'] / at_peak['p99_ms']:.2f}** (open loop), "
+                        f"**{burst['p99_ms'] / closed['p99_ms']:.2f}** (closed loop) | | |")
+    return rows + [""]
+
+
+def recovery_lines(report: dict) -> list[str]:
+    figures = report["recovery"]
+    return ["Recovery under load (SIGKILL, then seconds to the first successful request through the front door) "
+            "[issue 12: at most 15 s on the bundled model]: " + ", ".join(
+                f"{part} {seconds:.1f} s" for part, seconds in figures.items()) + ".", ""]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def reading(stages, ceilings, mm_image, mm_text, fa_image, fa_text) -> str:

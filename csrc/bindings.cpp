@@ -345,8 +345,10 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<std::unordered_map<std::string, int32_t>, const std::vector<std::pair<std::string, std::string>>&,
                     int32_t, int32_t>(),
            py::arg("vocabulary"), py::arg("merges"), py::arg("start_id"), py::arg("end_id"))
-      .def("encode", &mmserve::tokenizer::ClipTokenizer::encode, py::arg("text"),
-           py::call_guard<py::gil_scoped_release>(), "BPE ids of one text (no start/end tokens).")
+      .def(
+          "encode",
+          [](const mmserve::tokenizer::ClipTokenizer& self, const std::string& text) { return self.encode(text); },
+          py::arg("text"), py::call_guard<py::gil_scoped_release>(), "BPE ids of one text (no start/end tokens).")
       .def(
           "clean",
           [](const mmserve::tokenizer::ClipTokenizer& t, const std::string& text) {

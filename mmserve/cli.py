@@ -56,7 +56,7 @@ MaxBatchSize = Annotated[Optional[int], typer.Option(help="Largest batch per mod
 QueueDelay = Annotated[Optional[int], typer.Option(
     "--queue-delay-us", help="Dynamic batching: how long a tower waits to fill a batch (default 2000).")]
 MaxQueueSize = Annotated[Optional[int], typer.Option(
-    help="Requests queued per model before new ones are refused (default 256).")]
+    help="Requests queued per model before new ones are refused at once (default 64: one full batch).")]
 TowerInstances = Annotated[Optional[int], typer.Option(help="Processes per tower (default 1).")]
 PreprocessInstances = Annotated[Optional[int], typer.Option(help="image_preprocess processes (default 1).")]
 PreprocessThreads = Annotated[Optional[int], typer.Option(help="Decode threads per instance (default: all).")]
@@ -131,7 +131,7 @@ def serve(
     max_in_flight: Annotated[Optional[int], typer.Option(
         help="Requests in progress per port; more: 503 / UNAVAILABLE at once (default 1024).")] = None,
     hang_timeout: Annotated[Optional[float], typer.Option(
-        help="Seconds without an answer after which a model (or tritonserver) counts as hung (default 30).")] = None,
+        help="Seconds without an answer after which a model (or tritonserver) counts as hung (default 60).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the repository even if it exists.")] = False,
     log_verbose: Annotated[Optional[int], typer.Option(help="tritonserver verbose log level.")] = None,
     start_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for readiness (default 300).")] = None,

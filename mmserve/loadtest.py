@@ -42,6 +42,9 @@ class StepResult(BaseModel):
     p99_ms: float | None
     mean_batch: dict[str, float] = {}  # Triton model -> mean executed batch size during the step
     first_error: str | None = None
+    refused: int = 0  # of the errors: refusals (server at capacity: UNAVAILABLE / 503 / queue full)
+    refused_p50_ms: float | None = None  # how long a refusal took, from arrival
+    refused_p99_ms: float | None = None
 
 
 class Payloads:
@@ -144,21 +147,43 @@ def _mean_batches(before: dict[str, dict[int, int]], after: dict[str, dict[int, 
     return means
 
 
-def _result(target, workload, mode, latencies: list[float], errors: list[str], elapsed: float,
+_REFUSALS = ("queue size", "UNAVAILABLE", "at capacity", "503", "unavailable")
+
+
+def is_refusal(message: str) -> bool:
+    """A server at capacity saying no (as opposed to a failure)."""
+    return any(marker in message for marker in _REFUSALS)
+
+
+def _percentiles(seconds: list[float]) -> tuple[float | None, float | None, float | None]:
+    if not seconds:
+        return None, None, None
+    ms = np.array(seconds) * 1000
+    return tuple(float(np.percentile(ms, q)) for q in (50, 90, 99))  # type: ignore[return-value]
+
+
+def _result(target, workload, mode, latencies: list[float], errors: list[tuple[float, str]], elapsed: float,
             batches: dict[str, float], **extra) -> StepResult:
-    ms = np.array(latencies) * 1000
-    percentile = (lambda q: float(np.percentile(ms, q))) if len(ms) else (lambda q: None)
+    """`errors`: (seconds from arrival to the error, message)."""
+    p50, p90, p99 = _percentiles(latencies)
+    refusals = [seconds for seconds, message in errors if is_refusal(message)]
+    refused_p50, _, refused_p99 = _percentiles(refusals)
     return StepResult(
         target=target.name, workload=workload, mode=mode, duration_s=elapsed, completed=len(latencies),
-        errors=len(errors), throughput=len(latencies) / elapsed, p50_ms=percentile(50), p90_ms=percentile(90),
-        p99_ms=percentile(99), mean_batch=batches, first_error=errors[0] if errors else None, **extra,
+        errors=len(errors), throughput=len(latencies) / elapsed, p50_ms=p50, p90_ms=p90, p99_ms=p99,
+        mean_batch=batches, first_error=errors[0][1] if errors else None, refused=len(refusals),
+        refused_p50_ms=refused_p50, refused_p99_ms=refused_p99, **extra,
     )
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 async def closed_loop(target, payloads: Payloads, workload: str, concurrency: int, seconds: float) -> StepResult:
     """`concurrency` clients, each sending its next request as soon as the last one is answered."""
     latencies: list[float] = []
-    errors: list[str] = []
+    errors: list[tuple[float, str]] = []
     before = await target.batch_counts()
     deadline = time.perf_counter() + seconds
 
@@ -169,7 +194,7 @@ async def closed_loop(target, payloads: Payloads, workload: str, concurrency: in
             try:
                 await target.call(kind, item)
             except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
-                errors.append(f"{type(error).__name__}: {error}"[:300])
+                errors.append((time.perf_counter() - start, _describe(error)))
                 continue
             latencies.append(time.perf_counter() - start)
 
@@ -185,7 +210,7 @@ async def open_loop(target, payloads: Payloads, workload: str, rate: float, seco
     """Requests arrive as a Poisson process at `rate`/s whatever the server does; latency counts from arrival."""
     rng = random.Random(seed)
     latencies: list[float] = []
-    errors: list[str] = []
+    errors: list[tuple[float, str]] = []
     tasks: set[asyncio.Task] = set()
     before = await target.batch_counts()
 
@@ -193,7 +218,7 @@ async def open_loop(target, payloads: Payloads, workload: str, rate: float, seco
         try:
             await target.call(kind, item)
         except Exception as error:  # noqa: BLE001 - counted and reported
-            errors.append(f"{type(error).__name__}: {error}"[:300])
+            errors.append((time.perf_counter() - arrival, _describe(error)))
             return
         latencies.append(time.perf_counter() - arrival)
 
@@ -205,7 +230,7 @@ async def open_loop(target, payloads: Payloads, workload: str, rate: float, seco
         if delay > 0:
             await asyncio.sleep(delay)
         if len(tasks) >= max_outstanding:
-            errors.append("client: too many outstanding requests (server far behind)")
+            errors.append((0.0, "client: too many outstanding requests (server far behind)"))
             continue
         task = asyncio.ensure_future(one(arrival, *payloads.next()))
         tasks.add(task)

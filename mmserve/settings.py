@@ -53,8 +53,8 @@ class ServeOptions(BaseModel):
     probe_interval_s: float = Field(
         default=5.0, gt=0, description="A model that completed nothing for this long gets a one-item probe.")
     hang_timeout_s: float = Field(
-        default=30.0, gt=0, description="No answer for this long while nothing completes: the model (or tritonserver) "
-        "is hung, and is killed and restarted.")
+        default=60.0, gt=0, description="No answer for this long while nothing completes: the model (or tritonserver) "
+        "is hung, and is killed and restarted; keep it above the longest batch.")
     backoff_s: float = Field(
         default=0.5, ge=0, description="Delay before the second restart of the same part within the window (the "
         "first is immediate); doubles per restart, 30 s at most.")
@@ -117,7 +117,8 @@ class Settings(BaseSettings, ServeOptions):
         default=100_000_000, ge=1, description="Largest decoded image accepted (width x height), before decoding."
     )
     max_text_bytes: int = Field(
-        default=1 << 20, ge=1, description="Largest text accepted (1 MiB of UTF-8); CLIP reads its first 77 tokens.")
+        default=64 << 10, ge=1, description="Largest text accepted (64 KiB of UTF-8; CLIP reads only its first 77 "
+        "tokens, a few hundred characters): bounds what one text costs the tokenizer.")
 
     index: Path = Field(
         default_factory=lambda: _data_home() / "mmserve" / "index",

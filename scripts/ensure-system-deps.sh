@@ -14,6 +14,10 @@ command -v git >/dev/null 2>&1 || missing+=(git)
 # Image codecs the C++ core links against.
 have_pkg libjpeg62-turbo-dev || have_pkg libjpeg-turbo8-dev || missing+=(libjpeg-dev)
 have_pkg libpng-dev || missing+=(libpng-dev)
+# The serving front door (nginx) and what the tests drive it with (curl, openssl for test certificates).
+command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing+=(nginx)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # Python headers and venv: pyenv and python.org builds carry them; Debian's python3 needs the -dev/-venv packages.
 if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   missing+=(python3-dev)
@@ -29,5 +33,11 @@ echo "installing Debian packages: ${missing[*]}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as nginx start a system service when installed; mmserve runs its own, so keep them from it.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod +x "$policy"
+  trap '$SUDO rm -f "$policy"' EXIT
+fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from pathlib import Path
 
 import pytest
@@ -75,27 +73,16 @@ def triton_repository(bundled_settings, tmp_path_factory) -> Path:
     return build_repository(bundled_settings, tmp_path_factory.mktemp("repository"), options)
 
 
-@contextlib.contextmanager
 def serving_stack(repository: Path, cache_dir: Path, log_dir: Path, **options):
     """What `mmserve serve` runs (health service, front door, supervised tritonserver) on free loopback ports,
     its checks running in a thread until the block ends. `options`: ServeOptions fields."""
     from mmserve.serving.server import free_port
-    from mmserve.serving.supervisor import Supervisor
+    from mmserve.serving.supervisor import supervised
     from mmserve.settings import ServeOptions
 
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     serve = ServeOptions(**{**ports, "triton_log": log_dir / "tritonserver.log", **options})
-    stack = Supervisor(repository, serve, cache_dir=cache_dir)
-    stop = threading.Event()
-    stack.start(stop)
-    watcher = threading.Thread(target=stack.run, args=(stop,), name="supervisor", daemon=True)
-    watcher.start()
-    try:
-        yield stack
-    finally:
-        stop.set()
-        watcher.join(60)
-        stack.stop()
+    return supervised(repository, serve, cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="session")

@@ -331,8 +331,8 @@ def test_a_text_over_the_size_limit_fails_alone(server, local_embedder):
     """The per-text limit names the item; the other requests of the same batch are served."""
     with mmserve.Client(server.grpc_url, retries=0) as client, ThreadPoolExecutor(6) as pool:
         good = [pool.submit(client.embed_texts, ["a red circle"]) for _ in range(4)]
-        huge = pool.submit(client.embed_texts, ["a red circle", "x" * ((1 << 20) + 1)])
-        with pytest.raises(mmserve.InvalidInputError, match="text 1: 1048577 bytes exceeds the limit"):
+        huge = pool.submit(client.embed_texts, ["a red circle", "x" * ((64 << 10) + 1)])
+        with pytest.raises(mmserve.InvalidInputError, match="text 1: 65537 bytes exceeds the limit of 65536"):
             huge.result()
         expected = local_embedder.embed_texts(["a red circle"])
         for job in good:

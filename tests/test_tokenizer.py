@@ -53,6 +53,29 @@ def test_matches_open_clip_on_generated_text(tokenizer, reference, text):
     assert np.array_equal(tokenizer([text]), reference([text], context_length=77).numpy())
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aaabbcdeeeilmnorstuyzéß"), min_size=49, max_size=400))
+def test_long_words_take_the_fast_merge_and_match_open_clip(tokenizer, reference, word):
+    """Pieces over 48 symbols are merged with a heap (O(n log n)); the ids are the reference's, in full."""
+    expected = reference.encode(word)
+    assert tokenizer.encode(word) == expected
+    assert np.array_equal(tokenizer([word]), reference([word], context_length=77).numpy())
+
+
+def test_a_huge_word_tokenizes_quickly_and_exactly(tokenizer, reference):
+    """The reference's merge loop is quadratic (a 30,000-letter word: 3.6 s in this C++, minutes in Python)."""
+    import time
+
+    rng = np.random.default_rng(3)
+    word = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 50_000))
+    started = time.perf_counter()
+    ids, lengths = tokenizer.tokenize([word, word + " and more"])
+    assert time.perf_counter() - started < 1.0
+    assert lengths.tolist() == [77, 77]
+    prefix = word[:2000]  # the reference's own result on a prefix long enough to fill 77 ids
+    assert ids[0, 1:76].tolist() == reference.encode(prefix)[:75]
+
+
 def test_long_text_is_truncated_keeping_end_of_text(tokenizer):
     tokens = tokenizer(["word " * 200])
     assert tokens.shape == (1, 77) and tokens[0, 0] == 49406 and tokens[0, -1] == 49407

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <string_view>
 #include <thread>
@@ -295,8 +296,17 @@ std::u32string ClipTokenizer::clean(const std::string& text) const {
   return python_lower(collapsed);
 }
 
+namespace {
+// Pieces of more symbols than this take the heap-based merge; shorter ones the reference's simple loop.
+constexpr size_t kLongPiece = 48;
+// The memo of piece -> ids is dropped when it reaches this many entries, so unique words cannot grow it
+// without bound; long pieces are never memoised.
+constexpr size_t kMaxCachedPieces = 1 << 16;
+}  // namespace
+
 std::vector<int32_t> ClipTokenizer::bpe(const std::string& token) const {
-  {
+  const bool cacheable = token.size() <= 4 * kLongPiece;
+  if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mutex_);
     auto hit = cache_.find(token);
     if (hit != cache_.end()) return hit->second;
@@ -310,6 +320,7 @@ std::vector<int32_t> ClipTokenizer::bpe(const std::string& token) const {
     i += n;
   }
   word.back() += "</w>";
+  if (word.size() > kLongPiece) word = merge_long(std::move(word));
   while (word.size() > 1) {
     int32_t best = INT32_MAX;
     size_t best_at = 0;
@@ -341,12 +352,63 @@ std::vector<int32_t> ClipTokenizer::bpe(const std::string& token) const {
     if (it == vocabulary_.end()) throw std::runtime_error("BPE symbol missing from the vocabulary: " + symbol);
     ids.push_back(it->second);
   }
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  cache_.emplace(token, ids);
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() >= kMaxCachedPieces) cache_.clear();
+    cache_.emplace(token, ids);
+  }
   return ids;
 }
 
-std::vector<int32_t> ClipTokenizer::encode(const std::string& text) const {
+std::vector<std::string> ClipTokenizer::merge_long(std::vector<std::string> word) const {
+  // Symbols in a doubly linked list; candidate merges in a heap by (rank, position). The reference merges every
+  // occurrence of the lowest-ranked pair left to right, then looks again; popping equal ranks leftmost first,
+  // and skipping candidates whose symbols have changed since, applies the same merges in the same order.
+  const int n = static_cast<int>(word.size());
+  std::vector<int> prev(n), next(n), version(n, 0);
+  std::vector<char> alive(n, 1);
+  for (int i = 0; i < n; ++i) {
+    prev[i] = i - 1;
+    next[i] = i + 1 < n ? i + 1 : -1;
+  }
+  struct Candidate {
+    int32_t rank;
+    int left, right, left_version, right_version;
+    bool operator>(const Candidate& other) const {
+      return rank != other.rank ? rank > other.rank : left > other.left;
+    }
+  };
+  std::vector<Candidate> heap;
+  auto push = [&](int left) {
+    const int right = left < 0 ? -1 : next[left];
+    if (right < 0) return;
+    auto r = ranks_.find(word[left] + " " + word[right]);
+    if (r == ranks_.end()) return;
+    heap.push_back({r->second, left, right, version[left], version[right]});
+    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  };
+  for (int i = 0; i + 1 < n; ++i) push(i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    const Candidate c = heap.back();
+    heap.pop_back();
+    if (!alive[c.left] || !alive[c.right] || next[c.left] != c.right || version[c.left] != c.left_version ||
+        version[c.right] != c.right_version)
+      continue;
+    word[c.left] += word[c.right];
+    ++version[c.left];
+    alive[c.right] = 0;
+    next[c.left] = next[c.right];
+    if (next[c.left] >= 0) prev[next[c.left]] = c.left;
+    push(prev[c.left]);
+    push(c.left);
+  }
+  std::vector<std::string> merged;
+  for (int i = 0; i >= 0 && i < n; i = next[i]) merged.push_back(std::move(word[i]));
+  return merged;
+}
+
+std::vector<int32_t> ClipTokenizer::encode(const std::string& text, size_t max_ids) const {
   const std::u32string s = clean(text);
   std::vector<int32_t> ids;
   auto emit = [&](size_t begin, size_t end) {
@@ -384,6 +446,7 @@ std::vector<int32_t> ClipTokenizer::encode(const std::string& text) const {
     }
     emit(pos, pos + length);
     pos += length;
+    if (ids.size() >= max_ids) break;
   }
   return ids;
 }
@@ -397,7 +460,8 @@ std::vector<std::string> ClipTokenizer::encode_batch(const std::vector<std::stri
       int32_t* row = out + i * static_cast<size_t>(context);
       std::fill(row, row + context, 0);
       try {
-        std::vector<int32_t> ids = encode(texts[i]);
+        // Enough ids to fill the row and see that it is truncated; what follows cannot change them.
+        std::vector<int32_t> ids = encode(texts[i], static_cast<size_t>(context));
         ids.insert(ids.begin(), start_id_);
         ids.push_back(end_id_);
         if (static_cast<int>(ids.size()) > context) {

@@ -52,8 +52,8 @@ class RepositoryOptions(BaseModel):
     )
     preprocess_queue_delay_us: int = Field(default=500, ge=0, description="The same for decode and tokenize.")
     max_queue_size: int = Field(
-        default=256, ge=1, description="Requests queued per model before new ones are refused (overload)."
-    )
+        default=64, ge=1, description="Requests queued per model before new ones are refused at once (overload). "
+        "One full batch: an accepted request then waits at most about two batch times, whatever the model costs.")
     tower_instances: int = Field(default=1, ge=1, description="Processes per tower.")
     tower_threads: int = Field(default=0, ge=0, description="Runtime threads per tower instance (0: all cores).")
     preprocess_instances: int = Field(default=1, ge=1, description="image_preprocess processes.")
@@ -63,7 +63,7 @@ class RepositoryOptions(BaseModel):
     exact_preprocessing: bool = False
     max_image_bytes: int = Field(default=64 << 20, ge=1)
     max_image_pixels: int = Field(default=100_000_000, ge=1)
-    max_text_bytes: int = Field(default=1 << 20, ge=1)
+    max_text_bytes: int = Field(default=64 << 10, ge=1)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> RepositoryOptions:

@@ -5,6 +5,9 @@
     code = stack.run(stop)   # watch until `stop` is set (Ctrl-C) or the restarts run out
     stack.stop()
 
+    with supervised(repository, ServeOptions(...)) as stack:   # the same, watched from a thread
+        mmserve.Client(stack.grpc_url).embed_texts([...])
+
 What is watched, every `check_interval_s`:
 
 - tritonserver itself: exited (SIGKILL, SIGSEGV, ...) -> restarted on the same
@@ -36,6 +39,7 @@ Processes are started from the thread that calls `start` and `run` (Linux ties
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -502,6 +506,23 @@ class Supervisor:
         with urllib.request.urlopen(request, timeout=self.options.start_timeout_s) as response:
             data = response.read()
         return json.loads(data) if data else None
+
+
+@contextlib.contextmanager
+def supervised(repository: Path, options: ServeOptions | None = None, *,
+               cache_dir: Path = Path.home() / ".cache" / "mmserve"):
+    """A started `Supervisor` whose checks run in a thread until the block ends, then everything stops."""
+    stack = Supervisor(repository, options, cache_dir=cache_dir)
+    stop = threading.Event()
+    stack.start(stop)
+    watcher = threading.Thread(target=stack.run, args=(stop,), name="mmserve-supervisor", daemon=True)
+    watcher.start()
+    try:
+        yield stack
+    finally:
+        stop.set()
+        watcher.join(60)
+        stack.stop()
 
 
 def _accepts(host: str, port: int) -> bool:

@@ -18,7 +18,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         model = ModelArgs(args)
         self.tokenizer = ClipTokenizer.from_model_dir(model.version_dir / "clip")
-        self.max_text_bytes = model.int_parameter("max_text_bytes", 1 << 20)
+        self.max_text_bytes = model.int_parameter("max_text_bytes", 64 << 10)
 
     def execute(self, requests):
         texts: list[str] = []
