@@ -11,6 +11,7 @@ there instead. Errors print one line and exit 1; Ctrl-C exits 130.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -18,11 +19,15 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
-from rich.console import Console
-from rich.table import Table
+# `serve` and `demo` start tritonserver and nginx (fork + exec) while gRPC threads run; gRPC's fork handlers
+# could do nothing for a child that execs at once, and would log a line for every start.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from mmserve.settings import Settings
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from mmserve.settings import Settings  # noqa: E402
 
 app = typer.Typer(
     name="mmserve", help="Multimodal (CLIP) embedding server and cross-modal search.", no_args_is_help=True,
@@ -56,7 +61,8 @@ MaxBatchSize = Annotated[Optional[int], typer.Option(help="Largest batch per mod
 QueueDelay = Annotated[Optional[int], typer.Option(
     "--queue-delay-us", help="Dynamic batching: how long a tower waits to fill a batch (default 2000).")]
 MaxQueueSize = Annotated[Optional[int], typer.Option(
-    help="Requests queued per model before new ones are refused at once (default 64: one full batch).")]
+    help="Requests queued per model before new ones are refused at once (default: about 1 s of the tower's "
+    "throughput, timed at build, at least one batch).")]
 TowerInstances = Annotated[Optional[int], typer.Option(help="Processes per tower (default 1).")]
 PreprocessInstances = Annotated[Optional[int], typer.Option(help="image_preprocess processes (default 1).")]
 PreprocessThreads = Annotated[Optional[int], typer.Option(help="Decode threads per instance (default: all).")]
@@ -129,7 +135,8 @@ def serve(
     max_request_bytes: Annotated[Optional[int], typer.Option(
         help="Largest request body; larger: 413 / RESOURCE_EXHAUSTED (default 80 MiB).")] = None,
     max_in_flight: Annotated[Optional[int], typer.Option(
-        help="Requests in progress per port; more: 503 / UNAVAILABLE at once (default 1024).")] = None,
+        help="Requests in progress per port; more: 503 / UNAVAILABLE at once (default: 1.5 times the largest "
+        "batch, 96).")] = None,
     hang_timeout: Annotated[Optional[float], typer.Option(
         help="Seconds without an answer after which a model (or tritonserver) counts as hung (default 60).")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the repository even if it exists.")] = False,
@@ -207,7 +214,9 @@ def demo(
     from mmserve.demo import run_demo
     from mmserve.loadtest import batch_counts
     from mmserve.serving.repository import RepositoryOptions
-    from mmserve.serving.server import TritonServer, free_port
+    from mmserve.serving.server import free_port
+    from mmserve.serving.supervisor import supervised
+    from mmserve.settings import ServeOptions
 
     settings = _settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads)
     if in_process:
@@ -217,15 +226,14 @@ def demo(
         run_demo(workdir, gallery_size, LocalEmbedder(settings), out=out.print)
         return
     repository = _build(settings, workdir / "model_repository", RepositoryOptions.from_settings(settings))
-    server = TritonServer(
-        repository=repository.resolve(), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        cache_dir=settings.cache_dir, log_file=workdir / "tritonserver.log",
-    )
+    serve = ServeOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                         triton_log=workdir / "tritonserver.log")
     t = time.perf_counter()
-    with server, mmserve.Client(server.grpc_url, max_in_flight=4) as client:
+    with supervised(repository.resolve(), serve, cache_dir=settings.cache_dir) as stack, \
+            mmserve.Client(stack.grpc_url, max_in_flight=4) as client:
         summary = client.model_summary()
-        out.print(f"tritonserver ready in {time.perf_counter() - t:.1f} s at {server.grpc_url} "
-                  f"(log: {server.log_file})")
+        out.print(f"served as `mmserve serve` does (front door, supervised tritonserver), ready in "
+                  f"{time.perf_counter() - t:.1f} s at {stack.grpc_url} (tritonserver's log: {serve.triton_log})")
         out.print(f"model: {settings.model_dir} (image {summary.image_size}px, context {summary.context_length}, "
                   f"dim {summary.embedding_dim}, runtime {settings.runtime})")
         run_demo(workdir, gallery_size, client, out=out.print)

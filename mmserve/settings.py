@@ -38,8 +38,11 @@ class ServeOptions(BaseModel):
     max_json_bytes: int = Field(
         default=1 << 20, ge=1024, description="Largest JSON part of an HTTP request (1 MiB); bigger inputs use the "
         "binary tensor extension (tritonclient's default).")
-    max_in_flight: int = Field(
-        default=1024, ge=1, description="Requests in progress per port; more are refused at once (503).")
+    max_in_flight: int | None = Field(
+        default=None, ge=1, description="Requests in progress per port; more are refused at once (503 / "
+        "UNAVAILABLE) before they cost the server anything. None: 1.5 times the repository's largest batch (96 for "
+        "batches of 64): enough to keep batches full, few enough that an accepted request waits at most about "
+        "two batch times however hard the server is pushed.")
     request_timeout_s: int = Field(default=300, ge=1, description="Longest wait for Triton's answer to one request.")
     header_timeout_s: int = Field(default=10, ge=1, description="A client has this long to send a request's headers.")
     body_timeout_s: int = Field(

@@ -231,7 +231,7 @@ def test_too_many_requests_in_flight_are_refused_at_once(server, triton_pid):
     host, port = server.http_url.removeprefix("http://").rsplit(":", 1)
     holders = []
     try:
-        for _ in range(server.options.max_in_flight):
+        for _ in range(server.max_in_flight):
             sock = socket.create_connection((host, int(port)), timeout=10)
             sock.sendall(post(INFER, b"x" * 10)[:-10].replace(b"Content-Length: 10", b"Content-Length: 1000"))
             holders.append(sock)

@@ -227,7 +227,7 @@ def test_front_door_configuration_checks(tmp_path):
             assert bool(pattern.match(str(value))) == (value <= limit), (limit, value)
 
     def render(**options):
-        return FrontDoorConfig(ServeOptions(**options), 1, 2, 3, 4, 5).render(tmp_path)
+        return FrontDoorConfig(ServeOptions(**options), 96, 1, 2, 3, 4, 5).render(tmp_path)
 
     plain = render()
     assert "ssl_certificate" not in plain and '"Bearer ' not in plain

@@ -305,3 +305,20 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_port_in_use_is_a_clear_start_error(triton_repository, bundled_settings, tmp_path):
+    import socket
+
+    from mmserve.serving.server import ServerStartError, free_port
+    from mmserve.serving.supervisor import Supervisor
+    from mmserve.settings import ServeOptions
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        options = ServeOptions(http_port=taken.getsockname()[1], grpc_port=free_port(), metrics_port=free_port())
+        stack = Supervisor(triton_repository, options, cache_dir=bundled_settings.cache_dir)
+        with pytest.raises(ServerStartError, match="taken"):
+            stack.start()
+    assert stack.triton.process is None and not stack.run_dir.exists()

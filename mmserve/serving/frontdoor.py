@@ -25,17 +25,23 @@ import dataclasses
 import os
 import re
 import shutil
-import signal
 import subprocess
 from importlib import resources
 from pathlib import Path
 
-from mmserve.serving.server import ServerStartError, exit_with_parent
+from mmserve.serving.server import ServerStartError, exit_with_parent, terminate_group
 from mmserve.settings import ServeOptions
 
 # Bearer tokens (RFC 6750 b64token); at least this long, so that a key is not guessable.
 API_KEY_PATTERN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MIN_API_KEY_LENGTH = 16
+
+
+def default_in_flight(repository: Path) -> int:
+    """1.5 times the largest `max_batch_size` of the repository's models (96 when none is found)."""
+    batches = [int(m.group(1)) for config in Path(repository).glob("*/config.pbtxt")
+               if (m := re.search(r"(?m)^max_batch_size:\s*(\d+)", config.read_text()))]
+    return max(1, round(1.5 * max(batches, default=64)))
 
 
 def nginx_binary() -> str:
@@ -72,6 +78,7 @@ class FrontDoorConfig:
     """What the nginx configuration is rendered from: the public side (`options`) and the loopback ports behind."""
 
     options: ServeOptions
+    max_in_flight: int  # per port (the options' value, or the one derived from the repository)
     triton_http_port: int
     triton_grpc_port: int
     triton_metrics_port: int
@@ -99,7 +106,7 @@ class FrontDoorConfig:
             "max_request_bytes": o.max_request_bytes,
             "max_json_bytes": o.max_json_bytes,
             "json_header_length": decimal_at_most(o.max_json_bytes),
-            "max_in_flight": o.max_in_flight,
+            "max_in_flight": self.max_in_flight,
             "api_key_default": 0 if keys else 1,
             "api_key_entries": "\n".join(f'        "Bearer {key}" 1;' for key in keys),
             "client_cert_default": 0 if o.tls_client_ca is not None else 1,
@@ -175,22 +182,4 @@ class FrontDoor:
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM (nginx's fast shutdown), then SIGKILL of its whole process group (workers included)."""
         process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(process.pid)
-        process.wait()
-        return process.returncode
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL whatever is left of a process group (workers of a killed master, say)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return None if process is None else terminate_group(process, timeout_s)

@@ -68,11 +68,9 @@ class HealthState:
 
     def ready(self) -> tuple[bool, str]:
         with self._lock:
-            live, why = self._live()
-            if not live:
+            serving, why = self._serving()
+            if not serving:
                 return False, why
-            if self._triton_down:
-                return False, self._triton_down
             if not self._steps:
                 return False, "no models loaded yet"
             if self._down:
@@ -81,17 +79,21 @@ class HealthState:
 
     def model_ready(self, model: str) -> tuple[bool, str]:
         with self._lock:
-            live, why = self._live()
-            if not live:
+            serving, why = self._serving()
+            if not serving:
                 return False, why
-            if self._triton_down:
-                return False, self._triton_down
             if model not in self._steps:
                 return False, f"unknown model {model!r}"
             for step in self._steps[model]:
                 if step in self._down:
                     return False, f"{step}: {self._down[step]}"
             return True, "ready"
+
+    def _serving(self) -> tuple[bool, str]:
+        live, why = self._live()
+        if live and self._triton_down:
+            return False, self._triton_down
+        return live, why
 
     def _live(self) -> tuple[bool, str]:
         if self._given_up:

@@ -51,9 +51,9 @@ class RepositoryOptions(BaseModel):
         default=2000, ge=0, description="How long a tower waits to fill a batch once a request is queued."
     )
     preprocess_queue_delay_us: int = Field(default=500, ge=0, description="The same for decode and tokenize.")
-    max_queue_size: int = Field(
-        default=64, ge=1, description="Requests queued per model before new ones are refused at once (overload). "
-        "One full batch: an accepted request then waits at most about two batch times, whatever the model costs.")
+    max_queue_size: int | None = Field(
+        default=None, ge=1, description="Requests queued per model before new ones are refused at once (overload); "
+        "None: two full batches. The front door's in-flight limit (1.5 batches) is what refuses first.")
     tower_instances: int = Field(default=1, ge=1, description="Processes per tower.")
     tower_threads: int = Field(default=0, ge=0, description="Runtime threads per tower instance (0: all cores).")
     preprocess_instances: int = Field(default=1, ge=1, description="image_preprocess processes.")
@@ -97,8 +97,11 @@ def build_repository(settings: Settings, out: Path, options: RepositoryOptions |
     if not is_current(settings.model_dir, onnx_dir):
         export_towers(settings.model_dir, onnx_dir)
 
+    queues = _queue_sizes(options)
     values = {
         **options.model_dump(),
+        **{f"{tower}_queue_size": size for tower, (size, _) in queues.items()},
+        **{f"{tower}_queue_note": note for tower, (_, note) in queues.items()},
         "exact": str(options.exact_preprocessing).lower(),
         "image_size": info.image_size,
         "resize_shortest_edge": info.resize_shortest_edge,
@@ -122,6 +125,15 @@ def build_repository(settings: Settings, out: Path, options: RepositoryOptions |
     _link_or_copy(onnx_dir / IMAGE_TOWER_FILE, out / "image_tower" / "1" / IMAGE_TOWER_FILE)
     _link_or_copy(onnx_dir / TEXT_TOWER_FILE, out / "text_tower" / "1" / TEXT_TOWER_FILE)
     return out
+
+
+def _queue_sizes(options: RepositoryOptions) -> dict[str, tuple[int, str]]:
+    """Per tower ("image", "text"): the queue size of it and of the model before it, and how it was chosen."""
+    if options.max_queue_size is not None:
+        return {tower: (options.max_queue_size, "set by max_queue_size") for tower in ("image", "text")}
+    size = 2 * options.max_batch_size
+    return {tower: (size, "two full batches (the front door admits fewer requests than that at once)")
+            for tower in ("image", "text")}
 
 
 def _render(template: str, values: dict[str, object]) -> str:

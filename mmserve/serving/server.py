@@ -115,6 +115,22 @@ def exit_with_parent() -> None:
         pass  # not Linux/glibc: the server outlives a killed launcher, as any child would
 
 
+def terminate_group(process: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM, up to `timeout_s` to exit, then SIGKILL to whatever is left of its process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+    return process.returncode
+
+
 # Triton's HTTP threads parse JSON recursively: at glibc's default 8 MiB stack, about 105,000 nesting levels
 # crash the server (measured). Thread stacks take their size from RLIMIT_STACK, so 128 MiB holds 1.6 million,
 # more than the front door's JSON limit (1 MiB) can nest. Only address space is reserved, not memory.
@@ -251,20 +267,8 @@ class TritonServer:
     def stop(self) -> int | None:
         """SIGTERM (Triton drains in-flight requests for up to `exit_timeout_s`), then SIGKILL."""
         process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(self.exit_timeout_s + 10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # model processes it left behind (they also exit on their own once they notice)
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        process.wait()
-        return process.returncode
+        # Then the model processes it left behind (they also exit on their own once they notice).
+        return None if process is None else terminate_group(process, self.exit_timeout_s + 10)
 
     def wait(self) -> int:
         if self.process is None:

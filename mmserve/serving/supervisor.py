@@ -46,7 +46,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -56,7 +55,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from mmserve.serving.frontdoor import FrontDoor, FrontDoorConfig
+from mmserve.serving.frontdoor import FrontDoor, FrontDoorConfig, default_in_flight
 from mmserve.serving.health import HealthService, HealthState
 from mmserve.serving.server import ServerStartError, TritonServer, describe_exit, free_port
 from mmserve.settings import ServeOptions
@@ -117,6 +116,7 @@ class Supervisor:
             metrics_port=free_port(), admin_key=options.admin_key, cache_dir=cache_dir, log_file=options.triton_log,
             log_verbose=options.log_verbose,
         )
+        self.max_in_flight = options.max_in_flight or default_in_flight(self.triton.repository)
         self.run_dir = Path(tempfile.mkdtemp(prefix="mmserve-serve-"))
         self.health: HealthService | None = None
         self.front: FrontDoor | None = None
@@ -174,6 +174,8 @@ class Supervisor:
                 if stop.is_set():
                     break
                 log.error("%s", error)
+            except Exception:  # noqa: BLE001 - a supervisor that stops watching is worse than one that logs
+                log.exception("supervisor check failed; checking again")
             stop.wait(self.options.check_interval_s)
         return 0
 
@@ -257,15 +259,9 @@ class Supervisor:
         self.state.triton_down(f"tritonserver {cause}; restarting")
         self._event("tritonserver", f"tritonserver {cause}")
         while not stop.is_set():
-            attempt = self._restarts.record("tritonserver")
-            if attempt is None:
-                return self._give_up(f"tritonserver failed {self.options.max_restarts} times within "
-                                     f"{self.options.restart_window_s:.0f} s")
-            count, backoff = attempt
-            log.warning("tritonserver %s; restarting in %.1f s (restart %d of %d per %.0f s)", cause, backoff, count,
-                        self.options.max_restarts, self.options.restart_window_s)
-            if stop.wait(backoff):
-                return True
+            go = self._before_restart("tritonserver", cause, stop)
+            if go is not True:
+                return go is None
             started = time.monotonic()
             self.triton.stop()
             try:
@@ -433,42 +429,50 @@ class Supervisor:
 
     def _front_config(self) -> FrontDoorConfig:
         return FrontDoorConfig(
-            self.options, triton_http_port=self.triton.http_port, triton_grpc_port=self.triton.grpc_port,
+            self.options, max_in_flight=self.max_in_flight, triton_http_port=self.triton.http_port, triton_grpc_port=self.triton.grpc_port,
             triton_metrics_port=self.triton.metrics_port, health_http_port=self.health.http_port,
             health_grpc_port=self.health.grpc_port,
         )
 
     def _wait_front_door(self, timeout_s: float = 10.0) -> None:
+        """Until nginx has bound every port: it writes its pid file only then (a taken port: it retries for 2 s,
+        then exits)."""
         deadline = time.monotonic() + timeout_s
+        pid_file = self.run_dir / "nginx.pid"
         while time.monotonic() < deadline:
             if not self.front.alive():
                 raise ServerStartError(
                     f"the front door (nginx) exited with {describe_exit(self.front.process.returncode)}: is port "
                     f"{self.options.http_port}, {self.options.grpc_port} or {self.options.metrics_port} on "
                     f"{self.options.host} taken?")
-            if all(_accepts(self._client_host(), port) for port in
-                   (self.options.http_port, self.options.grpc_port, self.options.metrics_port)):
+            if pid_file.is_file() and pid_file.read_text().strip() == str(self.front.process.pid):
                 return
             time.sleep(0.05)
         raise ServerStartError(f"the front door did not open its ports within {timeout_s:.0f} s")
 
     def _restart_front_door(self, cause: str, stop: threading.Event) -> bool:
         self._event("front door", f"front door {cause}")
-        attempt = self._restarts.record("front door")
-        if attempt is None:
-            return self._give_up(f"the front door failed {self.options.max_restarts} times within "
-                                 f"{self.options.restart_window_s:.0f} s")
-        count, backoff = attempt
-        log.warning("front door (nginx) %s; restarting in %.1f s (restart %d of %d)", cause, backoff, count,
-                    self.options.max_restarts)
-        if stop.wait(backoff):
-            return True
+        go = self._before_restart("front door", cause, stop)
+        if go is not True:
+            return go is None
         self.front.stop()
         self.front.start()
         self._wait_front_door()
         return True
 
     # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _before_restart(self, part: str, cause: str, stop: threading.Event) -> bool | None:
+        """Count a restart of `part` and wait its backoff: True to go on, False once over the cap (given up),
+        None when `stop` was set meanwhile."""
+        attempt = self._restarts.record(part)
+        if attempt is None:
+            return self._give_up(f"{part} failed {self.options.max_restarts} times within "
+                                 f"{self.options.restart_window_s:.0f} s")
+        count, backoff = attempt
+        log.warning("%s %s; restarting in %.1f s (restart %d of %d per %.0f s)", part, cause, backoff, count,
+                    self.options.max_restarts, self.options.restart_window_s)
+        return None if stop.wait(backoff) else True
 
     def _give_up(self, reason: str) -> bool:
         self.state.give_up(reason + "; giving up")
@@ -523,14 +527,6 @@ def supervised(repository: Path, options: ServeOptions | None = None, *,
         stop.set()
         watcher.join(60)
         stack.stop()
-
-
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host.strip("[]"), port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _probe_inputs(config: dict) -> list:
