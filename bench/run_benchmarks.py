@@ -206,21 +206,47 @@ def best_step(results: list[loadtest.StepResult], target: str, workload: str) ->
 
 
 def front_door_cost(stack, results, images, texts, seconds: float, step) -> dict:
-    """Best-concurrency throughput through the front door and straight to tritonserver, rounds interleaved."""
+    """Best-concurrency throughput through the front door and straight to tritonserver, rounds interleaved;
+    and the CPU each request costs each process (this one, the load generator, included)."""
+    from mmserve.serving.supervisor import _children
+
+    def groups() -> dict[str, list[int]]:
+        triton = stack.triton.process.pid
+        return {"load generator": [os.getpid()], "tritonserver": [triton],
+                "model processes": sum(model_processes(triton).values(), []),
+                "nginx": [stack.front.process.pid, *_children(stack.front.process.pid)]}
+
+    def cpu_ticks(pids: list[int]) -> int:
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except OSError:
+                pass
+        return total
+
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     cost: dict[str, dict] = {}
     for workload in ("text", "image"):
         concurrency = best_step(results, "mmserve gRPC", workload).concurrency
-        rounds = []
+        rounds, cpu = [], {"direct": {}, "front door": {}}
         for _ in range(OVERHEAD_ROUNDS):
             pair = {}
             for label, url in (("direct", stack.triton.grpc_url), ("front door", stack.grpc_url)):
                 payloads = loadtest.Payloads(workload, images, texts)
+                before = {name: cpu_ticks(pids) for name, pids in groups().items()}
                 (result,) = asyncio.run(loadtest.sweep(loadtest.TritonTarget(url, f"tritonserver {label}"),
                                                        payloads, workload, [concurrency], seconds, step))
+                for name, pids in groups().items():
+                    per_request = (cpu_ticks(pids) - before[name]) * tick_us / max(result.completed, 1)
+                    cpu[label].setdefault(name, []).append(per_request)
                 pair[label] = result.throughput
             rounds.append(pair)
         ratios = sorted(r["front door"] / r["direct"] for r in rounds)
-        cost[workload] = {"concurrency": concurrency, "rounds": rounds, "median_ratio": ratios[len(ratios) // 2]}
+        cost[workload] = {"concurrency": concurrency, "rounds": rounds, "median_ratio": ratios[len(ratios) // 2],
+                          "cpu_us_per_request": {label: {name: float(np.median(values)) for name, values in parts.items()}
+                                                 for label, parts in cpu.items()}}
     return cost
 
 
@@ -450,6 +476,14 @@ def front_door_lines(report: dict) -> list[str]:
         front = ", ".join(f"{r['front door']:.0f}" for r in cost["rounds"])
         rows.append(f"| {workload} | {cost['concurrency']} | {direct} | {front} | "
                     f"**{cost['median_ratio']:.2f}** ({1 - cost['median_ratio']:+.0%} cost) |")
+    rows += ["", "CPU per request (medians over the rounds, microseconds; the load generator shares the cores):", "",
+             "| workload | path | load generator | nginx | tritonserver | model processes | server side |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for workload, cost in report["front_door"].items():
+        for label, parts in cost.get("cpu_us_per_request", {}).items():
+            server = sum(v for k, v in parts.items() if k != "load generator")
+            rows.append(f"| {workload} | {label} | {parts['load generator']:.0f} | {parts['nginx']:.0f} | "
+                        f"{parts['tritonserver']:.0f} | {parts['model processes']:.0f} | {server:.0f} |")
     return rows + [""]
 
 
