@@ -378,8 +378,10 @@ def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     memory = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")) / 2**20
+    from mmserve.cpu import cpu_features
+
     return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.system()} {platform.release()}, " \
-           f"Python {platform.python_version()}"
+           f"Python {platform.python_version()}; CPU features: {' '.join(cpu_features())}"
 
 
 def write_markdown(reports: list[dict], out: Path, results_dir: Path, seconds: float, elapsed: float,
