@@ -78,7 +78,7 @@ fuzz: setup
 	$(PY) tests/fuzz/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 build/fuzz-corpus
 
 train-model: setup
-	$(PY) -m mmserve.training --out mmserve/models/default
+	$(PY) -m mmserve.dev.training --out mmserve/models/default
 
 clean:
 	rm -rf build .pytest_cache

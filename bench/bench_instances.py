@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 
 import mmserve
-from mmserve.data import synthetic as S
-from mmserve.serving.repository import RepositoryOptions, build_repository
+from mmserve.dev import synthetic as S
+from mmserve.serving.triton.repository import build_repository
 from mmserve.serving.server import TritonServer, free_port
-from mmserve.settings import Settings
+from mmserve.config import Settings
 
 CONFIGS = {
     "1 tower x all threads, 1 decode (default)": {},
-    "2 towers x 1 thread, 1 decode": {"tower_instances": 2, "tower_threads": 1},
+    "2 towers x 1 thread, 1 decode": {"tower_instances": 2, "threads": 1},
     "1 tower x all threads, 2 decode x 1 thread": {"preprocess_instances": 2, "preprocess_threads": 1},
     "2 towers x 1 thread, 2 decode x 1 thread": {
-        "tower_instances": 2, "tower_threads": 1, "preprocess_instances": 2, "preprocess_threads": 1},
+        "tower_instances": 2, "threads": 1, "preprocess_instances": 2, "preprocess_threads": 1},
 }
 
 
@@ -69,8 +69,7 @@ def closed_loop(call, clients: int, seconds: float) -> float:
 
 def measure(settings: Settings, options: dict, workdir: Path, images: list[bytes], texts: list[str],
             seconds: float) -> tuple[float, float]:
-    repository = build_repository(settings, workdir / "repository", RepositoryOptions.from_settings(settings,
-                                                                                                  **options))
+    repository = build_repository(settings.model_copy(update=options), workdir / "repository")
     server = TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                           cache_dir=settings.cache_dir, log_file=workdir / "tritonserver.log")
     with server, mmserve.Client(server.grpc_url, max_in_flight=1) as client:

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from mmserve import _C
-from mmserve.preprocess import reference_preprocess
+from mmserve.modalities.image import reference_preprocess
 
 
 def package_file(package: str, relative: str) -> Path:

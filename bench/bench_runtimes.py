@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmserve.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers
-from mmserve.model import ClipModelInfo, default_model_dir
-from mmserve.runtime import load_tower
-from mmserve.tokenizer import ClipTokenizer, trim_padding
-from mmserve.towers import load_clip, towers_for
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers
+from mmserve.models.clip import ClipModelInfo, default_model_dir
+from mmserve.runtimes import load_tower
+from mmserve.modalities.text import ClipTokenizer, trim_padding
+from mmserve.models.towers import load_clip, towers_for
 
 CAPTIONS = ["a photo of a large red circle on the left", "a dog", "two cats sleeping on a sofa", "sunset"]
 
@@ -80,7 +80,7 @@ def main() -> None:
 
     models = [default_model_dir()]
     if args.vit_b32:
-        from mmserve.towers import write_random_clip
+        from mmserve.models.towers import write_random_clip
 
         models.append(write_random_clip(Path(tempfile.mkdtemp(prefix="vit-b32-"))))
 

@@ -22,9 +22,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from mmserve.model import default_model_dir  # noqa: E402
-from mmserve.tokenizer import ClipTokenizer  # noqa: E402
-from mmserve.training import reference_tokenizer  # noqa: E402
+from mmserve.models.clip import default_model_dir  # noqa: E402
+from mmserve.modalities.text import ClipTokenizer  # noqa: E402
+from mmserve.dev.training import reference_tokenizer  # noqa: E402
 
 WORDS = ("a photo of the red blue green large small dog cat car tree house sunset beach mountain city street "
          "person people running sitting under over next to with in on at near bright dark old new wooden "

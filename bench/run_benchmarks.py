@@ -39,13 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mmserve import loadtest
-from mmserve.export import export_towers
-from mmserve.model import ClipModelInfo, default_model_dir
-from mmserve.serving.repository import RepositoryOptions, build_repository
+from mmserve.dev import loadtest
+from mmserve.models.export import export_towers
+from mmserve.models.clip import ClipModelInfo, default_model_dir
+from mmserve.serving.triton.repository import build_repository
 from mmserve.serving.server import free_port
 from mmserve.serving.supervisor import model_processes, supervised
-from mmserve.settings import ServeOptions, Settings
+from mmserve.config import ServeOptions, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench" / "baselines"))
@@ -68,7 +68,7 @@ def model_dirs(names: list[str], workdir: Path) -> dict[str, Path]:
         elif name == "vit-b32":
             directory = workdir / "vit-b32-random"
             if not (directory / "model.safetensors").is_file():
-                from mmserve.towers import write_random_clip
+                from mmserve.models.towers import write_random_clip
 
                 log("writing a random-weight ViT-B/32")
                 write_random_clip(directory, seed=1)
@@ -139,8 +139,7 @@ def run_model(name: str, model_dir: Path, workdir: Path, seconds: float, images,
             f"p50 {result.p50_ms or 0:.0f} ms p99 {result.p99_ms or 0:.0f} ms errors {result.errors}")
 
     def start(variant: Settings, label: str):
-        repository = build_repository(variant, workdir / name / label / "model_repository",
-                                      RepositoryOptions.from_settings(variant))
+        repository = build_repository(variant, workdir / name / label / "model_repository")
         log(f"{name}: starting mmserve serve ({label})")
         options = ServeOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                                triton_log=workdir / name / label / "tritonserver.log")

@@ -2,7 +2,7 @@
 
     python bench/soak.py [--seconds 600] [--model-dir DIR] [--json bench/results/soak.json]
 
-Starts `mmserve serve` on the bundled model (or --model-dir) on free loopback ports, runs `mmserve.soak.soak`
+Starts `mmserve serve` on the bundled model (or --model-dir) on free loopback ports, runs `mmserve.dev.soak.soak`
 over gRPC and HTTP through the front door, and prints each process's memory growth and the errors on valid
 inputs. Exits 1 if any valid request failed or a bad input was accepted.
 """
@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from mmserve.cpu import cpu_features
-from mmserve.serving.repository import build_repository
-from mmserve.settings import Settings
-from mmserve.soak import ServeProcess, soak
+from mmserve.serving.triton.repository import build_repository
+from mmserve.config import Settings
+from mmserve.dev.soak import ServeProcess, soak
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ Importing the package is cheap: the client, runtimes (OpenVINO, ONNX Runtime)
 and tritonclient load on first use, and torch only for training and export.
 """
 
-from mmserve.model import ClipModelInfo, default_model_dir
+from mmserve.models.clip import ClipModelInfo, default_model_dir
 
 __version__ = "0.1.0"
 __all__ = [

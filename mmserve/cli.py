@@ -27,7 +27,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from mmserve.settings import Settings  # noqa: E402
+from mmserve.config import Settings  # noqa: E402
 
 app = typer.Typer(
     name="mmserve", help="Multimodal (CLIP) embedding server and cross-modal search.", no_args_is_help=True,
@@ -75,22 +75,20 @@ def _settings(**values) -> Settings:
     return Settings(**{key: value for key, value in values.items() if value is not None})
 
 
-def _repository_options(settings: Settings, max_batch_size, queue_delay_us, max_queue_size, tower_instances,
-                        preprocess_instances, preprocess_threads, precision, exact):
-    from mmserve.serving.repository import RepositoryOptions
-
-    return RepositoryOptions.from_settings(
-        settings, max_batch_size=max_batch_size, tower_queue_delay_us=queue_delay_us, max_queue_size=max_queue_size,
-        tower_instances=tower_instances, preprocess_instances=preprocess_instances,
-        preprocess_threads=preprocess_threads, precision=precision, exact_preprocessing=True if exact else None,
-    )
+def _build_values(max_batch_size, queue_delay_us, max_queue_size, tower_instances, preprocess_instances,
+                  preprocess_threads, precision, exact) -> dict[str, object]:
+    """The repository options given on the command line, as Settings fields."""
+    return {"max_batch_size": max_batch_size, "tower_queue_delay_us": queue_delay_us,
+            "max_queue_size": max_queue_size, "tower_instances": tower_instances,
+            "preprocess_instances": preprocess_instances, "preprocess_threads": preprocess_threads,
+            "precision": precision, "exact_preprocessing": True if exact else None}
 
 
-def _build(settings: Settings, repository: Path, options) -> Path:
-    from mmserve.serving.repository import build_repository
+def _build(settings: Settings, repository: Path) -> Path:
+    from mmserve.serving.triton.repository import build_repository
 
     t = time.perf_counter()
-    built = build_repository(settings, repository, options)
+    built = build_repository(settings, repository)
     out.print(f"model repository for {settings.model_dir} written to {built} ({time.perf_counter() - t:.1f} s)")
     return built
 
@@ -108,10 +106,10 @@ def build(
     preprocess_threads: PreprocessThreads = None, precision: Precision = None, exact: Exact = False,
 ) -> None:
     """Export the model's towers (if needed) and write a Triton model repository."""
-    settings = _settings(model_dir=model, cache_dir=cache_dir, runtime=runtime, threads=threads)
-    _build(settings, repository, _repository_options(
-        settings, max_batch_size, queue_delay_us, max_queue_size, tower_instances, preprocess_instances,
-        preprocess_threads, precision, exact))
+    settings = _settings(model_dir=model, cache_dir=cache_dir, runtime=runtime, threads=threads,
+                         **_build_values(max_batch_size, queue_delay_us, max_queue_size, tower_instances,
+                                         preprocess_instances, preprocess_threads, precision, exact))
+    _build(settings, repository)
 
 
 @app.command()
@@ -159,6 +157,8 @@ def serve(
     from mmserve.serving.supervisor import Supervisor
 
     settings = _settings(
+        **_build_values(max_batch_size, queue_delay_us, max_queue_size, tower_instances, preprocess_instances,
+                        preprocess_threads, precision, exact),
         model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads, host=host, http_port=http_port,
         grpc_port=grpc_port, metrics_port=metrics_port, api_keys=tuple(api_key) if api_key else None,
         api_key_file=api_key_file, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
@@ -170,9 +170,7 @@ def serve(
         err.print(f"warning: listening on {settings.host} without an API key: anyone who reaches these ports can "
                   "use the server (--api-key KEY or MMSERVE_API_KEYS)")
     if rebuild or not (repository / "embed_image" / "config.pbtxt").is_file():
-        _build(settings, repository, _repository_options(
-            settings, max_batch_size, queue_delay_us, max_queue_size, tower_instances, preprocess_instances,
-            preprocess_threads, precision, exact))
+        _build(settings, repository)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     supervisor = Supervisor(repository, settings, cache_dir=settings.cache_dir)
     stop = threading.Event()
@@ -211,12 +209,11 @@ def demo(
 ) -> None:
     """End-to-end demo: build the repository, start Triton on free ports, embed a gallery, run every query kind."""
     import mmserve
-    from mmserve.demo import run_demo
-    from mmserve.loadtest import batch_counts
-    from mmserve.serving.repository import RepositoryOptions
+    from mmserve.dev.demo import run_demo
+    from mmserve.dev.loadtest import batch_counts
     from mmserve.serving.server import free_port
     from mmserve.serving.supervisor import supervised
-    from mmserve.settings import ServeOptions
+    from mmserve.config import ServeOptions
 
     settings = _settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads)
     if in_process:
@@ -225,7 +222,7 @@ def demo(
         out.print(f"model: {settings.model_dir} (in-process, runtime {settings.runtime})")
         run_demo(workdir, gallery_size, LocalEmbedder(settings), out=out.print)
         return
-    repository = _build(settings, workdir / "model_repository", RepositoryOptions.from_settings(settings))
+    repository = _build(settings, workdir / "model_repository")
     serve = ServeOptions(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                          triton_log=workdir / "tritonserver.log")
     t = time.perf_counter()
@@ -364,8 +361,8 @@ def info(
 ) -> None:
     """Model facts, runtime, CPU features, and the index (size, dimensions, storage) if there is one."""
     from mmserve.cpu import cpu_features, resample_kernel
-    from mmserve.export import is_current
-    from mmserve.model import ClipModelInfo
+    from mmserve.models.export import is_current
+    from mmserve.models.clip import ClipModelInfo
 
     settings = _settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, index=index)
     model = ClipModelInfo.from_dir(settings.model_dir)
@@ -416,7 +413,7 @@ def bench_command(
     """Load-test a running server: one item per request, closed-loop sweep and optional open-loop rates."""
     import asyncio
 
-    from mmserve import loadtest
+    from mmserve.dev import loadtest
 
     if workload not in ("image", "text", "mixed"):
         raise typer.BadParameter("workload must be image, text or mixed")
@@ -472,7 +469,7 @@ def export(
     """Export both towers to ONNX (needs the train extra: torch, transformers)."""
     import importlib.util
 
-    from mmserve.export import export_towers
+    from mmserve.models.export import export_towers
 
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
         err.print("export needs torch and transformers: pip install 'mmserve[train]'")
@@ -491,7 +488,7 @@ def quality(
 ) -> None:
     """Held-out zero-shot accuracy and text->image precision@5 of the model (in-process)."""
     from mmserve.embedder import LocalEmbedder
-    from mmserve.quality import evaluate
+    from mmserve.dev.quality import evaluate
 
     embedder = LocalEmbedder(_settings(model_dir=model_dir, cache_dir=cache_dir, runtime=runtime, threads=threads))
     report = evaluate(embedder.embed_pixels, embedder.embed_texts, image_size=embedder.info.image_size,

@@ -352,7 +352,7 @@ class _Common:
         return min(self.options.batch_size or server_max, server_max)
 
     def _local_pixels(self, images: Sequence[ImageInput], summary: ModelSummary) -> np.ndarray:
-        from mmserve.preprocess import ImageGeometry, ImagePreprocessor
+        from mmserve.modalities.image import ImageGeometry, ImagePreprocessor
 
         if self._preprocessor is None:
             geometry = ImageGeometry(summary.image_size, summary.resize_shortest_edge, summary.resample)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mmserve.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, is_current
-from mmserve.model import ClipModelInfo
-from mmserve.preprocess import ImageLimits, ImagePreprocessor
-from mmserve.runtime import load_tower
-from mmserve.settings import Settings
-from mmserve.tokenizer import ClipTokenizer, trim_padding
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, is_current
+from mmserve.models.clip import ClipModelInfo
+from mmserve.modalities.image import ImageLimits, ImagePreprocessor
+from mmserve.runtimes import load_tower
+from mmserve.config import Settings
+from mmserve.modalities.text import ClipTokenizer, trim_padding
 
 
 class LocalEmbedder:

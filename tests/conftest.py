@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from mmserve.model import default_model_dir
-from mmserve.settings import Settings
+from mmserve.models.clip import default_model_dir
+from mmserve.config import Settings
 
 
 @pytest.fixture(scope="session")
 def random_clip():
     """`random_clip(directory, **config)`: write a random-weight CLIP directory."""
-    from mmserve.towers import write_random_clip
+    from mmserve.models.towers import write_random_clip
 
     return write_random_clip
 
@@ -28,7 +28,7 @@ def bundled_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def bundled_settings(bundled_model_dir, tmp_path_factory) -> Settings:
     """Settings for the bundled model with its towers exported to a session cache."""
-    from mmserve.export import export_towers
+    from mmserve.models.export import export_towers
 
     settings = Settings(model_dir=bundled_model_dir, cache_dir=tmp_path_factory.mktemp("cache"))
     export_towers(settings.model_dir, settings.export_dir())
@@ -38,14 +38,14 @@ def bundled_settings(bundled_model_dir, tmp_path_factory) -> Settings:
 @pytest.fixture(scope="session")
 def vit_b32_dir(tmp_path_factory) -> Path:
     """Full-size CLIP ViT-B/32 configuration (CLIPConfig's defaults) with random weights."""
-    from mmserve.towers import write_random_clip
+    from mmserve.models.towers import write_random_clip
 
     return write_random_clip(tmp_path_factory.mktemp("vit-b32"), seed=1)
 
 
 @pytest.fixture(scope="session")
 def vit_b32_export(vit_b32_dir, tmp_path_factory) -> Path:
-    from mmserve.export import export_towers
+    from mmserve.models.export import export_towers
 
     return export_towers(vit_b32_dir, tmp_path_factory.mktemp("vit-b32-onnx"))
 
@@ -67,10 +67,10 @@ TEST_REPOSITORY_OPTIONS = dict(
 
 @pytest.fixture(scope="session")
 def triton_repository(bundled_settings, tmp_path_factory) -> Path:
-    from mmserve.serving.repository import RepositoryOptions, build_repository
+    from mmserve.serving.triton.repository import build_repository
 
-    options = RepositoryOptions.from_settings(bundled_settings, **TEST_REPOSITORY_OPTIONS)
-    return build_repository(bundled_settings, tmp_path_factory.mktemp("repository"), options)
+    settings = bundled_settings.model_copy(update=TEST_REPOSITORY_OPTIONS)
+    return build_repository(settings, tmp_path_factory.mktemp("repository"))
 
 
 def serving_stack(repository: Path, cache_dir: Path, log_dir: Path, **options):
@@ -78,7 +78,7 @@ def serving_stack(repository: Path, cache_dir: Path, log_dir: Path, **options):
     its checks running in a thread until the block ends. `options`: ServeOptions fields."""
     from mmserve.serving.server import free_port
     from mmserve.serving.supervisor import supervised
-    from mmserve.settings import ServeOptions
+    from mmserve.config import ServeOptions
 
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     serve = ServeOptions(**{**ports, "triton_log": log_dir / "tritonserver.log", **options})
@@ -104,7 +104,7 @@ def local_embedder(bundled_settings):
 @pytest.fixture(scope="session")
 def gallery(tmp_path_factory):
     """Real JPEG and PNG files of generated scenes (the demo's gallery writer)."""
-    from mmserve.demo import write_gallery
+    from mmserve.dev.demo import write_gallery
 
     return [item.path for item in write_gallery(tmp_path_factory.mktemp("gallery"), 12, seed=5)]
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmserve.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
-from mmserve.model import ClipModelInfo
-from mmserve.runtime import load_tower
-from mmserve.tokenizer import ClipTokenizer, trim_padding
-from mmserve.towers import load_clip
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
+from mmserve.models.clip import ClipModelInfo
+from mmserve.runtimes import load_tower
+from mmserve.modalities.text import ClipTokenizer, trim_padding
+from mmserve.models.towers import load_clip
 
 COSINE = 0.99999
 RUNTIMES = ("onnxruntime", "openvino")
@@ -116,7 +116,7 @@ def test_int8_towers_stay_within_cosine_0_999_of_f32_on_the_bundled_model(bundle
 def test_int8_stores_every_matmul_weight_as_uint8(bundled_settings):
     import openvino as ov
 
-    from mmserve.runtime import compress_matmul_weights
+    from mmserve.runtimes.openvino import compress_matmul_weights
 
     model = ov.Core().read_model(str(bundled_settings.export_dir() / TEXT_TOWER_FILE))
     matmuls_with_constant_weights = sum(

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from mmserve import _C
-from mmserve.model import ClipModelInfo
-from mmserve.preprocess import ImageLimits, ImagePreprocessor, reference_preprocess
+from mmserve.models.clip import ClipModelInfo
+from mmserve.modalities.image import ImageLimits, ImagePreprocessor, reference_preprocess
 
 SIZE = 224
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmserve.model import ClipModelInfo, load_vocabulary, vocabulary_from_open_clip_bpe
-from mmserve.preprocess import ImagePreprocessor
-from mmserve.tokenizer import ClipTokenizer
+from mmserve.models.clip import ClipModelInfo, load_vocabulary, vocabulary_from_open_clip_bpe
+from mmserve.modalities.image import ImagePreprocessor
+from mmserve.modalities.text import ClipTokenizer
 
 
 def _png_bytes(width, height):
@@ -71,7 +71,7 @@ def test_missing_directory_is_a_clear_error(tmp_path):
 
 
 def test_both_vocabulary_layouts_agree(bundled_model_dir):
-    from mmserve.training import reference_tokenizer
+    from mmserve.dev.training import reference_tokenizer
 
     _, bpe_file = reference_tokenizer()
     hf = load_vocabulary(bundled_model_dir)

@@ -39,9 +39,9 @@ def test_no_march_native_in_the_build():
 def test_serving_path_never_imports_torch(bundled_settings):
     code = f"""
 import sys
-from mmserve.settings import Settings
+from mmserve.config import Settings
 from mmserve.embedder import LocalEmbedder
-import mmserve.cli, mmserve.demo, mmserve.quality
+import mmserve.cli, mmserve.dev.demo, mmserve.dev.quality
 e = LocalEmbedder(Settings(model_dir={str(bundled_settings.model_dir)!r},
                            cache_dir={str(bundled_settings.cache_dir)!r}))
 v = e.embed_texts(["a red circle"])

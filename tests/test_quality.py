@@ -9,7 +9,7 @@ training never draws from (`synthetic.HELDOUT_SEED_BASE`).
 import pytest
 
 from mmserve.embedder import LocalEmbedder
-from mmserve.quality import evaluate
+from mmserve.dev.quality import evaluate
 
 THRESHOLDS = {"color": 0.95, "shape": 0.95, "size": 0.90, "position": 0.90}
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import mmserve
-from mmserve.data import synthetic as S
-from mmserve.demo import _parse_query, write_gallery
+from mmserve.dev import synthetic as S
+from mmserve.dev.demo import _parse_query, write_gallery
 from mmserve.index import Index
 from mmserve.search import Search
 

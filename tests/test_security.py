@@ -219,7 +219,7 @@ def test_cli_speaks_mutual_tls(secured, certificates, tmp_path):
 
 def test_front_door_configuration_checks(tmp_path):
     from mmserve.serving.frontdoor import FrontDoorConfig, decimal_at_most
-    from mmserve.settings import ServeOptions
+    from mmserve.config import ServeOptions
 
     for limit in (9, 10, 99, 100, 1024, 1048576, 987654):
         pattern = re.compile(f"^{decimal_at_most(limit)}$")

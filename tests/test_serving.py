@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 import mmserve
-from mmserve.loadtest import batch_counts
-from mmserve.serving.repository import length_buckets
+from mmserve.dev.loadtest import batch_counts
+from mmserve.serving.triton.repository import length_buckets
 
 PROTOCOLS = ("grpc", "http")
 TEXTS = [

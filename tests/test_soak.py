@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from mmserve.soak import ServeProcess, soak
+from mmserve.dev.soak import ServeProcess, soak
 
 # Over the 40 s after a 20 s warm-up. A leak of 1 KB per request (about 500 requests/s here) would grow a
 # process by 30 MB a minute; the 10-minute soak (bench/results/soak.json) stays within 2 MB in every process.

@@ -312,7 +312,7 @@ def test_a_port_in_use_is_a_clear_start_error(triton_repository, bundled_setting
 
     from mmserve.serving.server import ServerStartError, free_port
     from mmserve.serving.supervisor import Supervisor
-    from mmserve.settings import ServeOptions
+    from mmserve.config import ServeOptions
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

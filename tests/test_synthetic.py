@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mmserve.data import synthetic as S
+from mmserve.dev import synthetic as S
 
 
 def test_scenes_and_images_are_deterministic_from_the_seed():

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmserve.tokenizer import ClipTokenizer, trim_padding
+from mmserve.modalities.text import ClipTokenizer, trim_padding
 
 CASES = [
     "a photo of a cat",
@@ -25,7 +25,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def reference():
-    from mmserve.training import reference_tokenizer
+    from mmserve.dev.training import reference_tokenizer
 
     return reference_tokenizer()[0]
 

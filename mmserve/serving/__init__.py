@@ -1,1 +1,2 @@
-"""Serving through Triton: the model repository, the server launcher and the Python models."""
+"""`mmserve serve`: the supervisor (`supervisor`, `health`), the nginx front door (`frontdoor`), the
+tritonserver launcher (`server`) and the Triton model repository (`triton`)."""

@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from mmserve.serving.server import ServerStartError, exit_with_parent, terminate_group
-from mmserve.settings import ServeOptions
+from mmserve.config import ServeOptions
 
 # Bearer tokens (RFC 6750 b64token); at least this long, so that a key is not guessable.
 API_KEY_PATTERN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")

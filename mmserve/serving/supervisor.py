@@ -58,7 +58,7 @@ import numpy as np
 from mmserve.serving.frontdoor import FrontDoor, FrontDoorConfig, default_in_flight
 from mmserve.serving.health import HealthService, HealthState
 from mmserve.serving.server import ServerStartError, TritonServer, describe_exit, free_port
-from mmserve.settings import ServeOptions
+from mmserve.config import ServeOptions
 
 log = logging.getLogger("mmserve.serve")
 

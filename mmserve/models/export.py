@@ -17,7 +17,7 @@ import json
 import warnings
 from pathlib import Path
 
-from mmserve.model import ClipModelInfo
+from mmserve.models.clip import ClipModelInfo
 
 OPSET = 17
 IMAGE_TOWER_FILE = "image_tower.onnx"
@@ -52,7 +52,7 @@ def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = F
         return out_dir
     import torch
 
-    from mmserve.towers import load_clip, towers_for
+    from mmserve.models.towers import load_clip, towers_for
 
     info = ClipModelInfo.from_dir(model_dir)
     clip = load_clip(model_dir)

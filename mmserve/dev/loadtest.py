@@ -312,7 +312,7 @@ def sample_payloads(count: int = 32, size: int = 640, seed: int = 3) -> tuple[li
 
     from PIL import Image
 
-    from mmserve.data import synthetic as S
+    from mmserve.dev import synthetic as S
 
     images = []
     for scene in S.gallery_scenes(count, seed):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmserve.data import synthetic as S
+from mmserve.dev import synthetic as S
 
 TEXT_QUERIES = (
     "a large red circle on the left",

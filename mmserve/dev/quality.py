@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from mmserve.data import synthetic as S
+from mmserve.dev import synthetic as S
 
 ImageEncoder = Callable[[np.ndarray], np.ndarray]
 TextEncoder = Callable[[Sequence[str]], np.ndarray]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from mmserve import loadtest
+from mmserve.dev import loadtest
 
 
 class ProcessMemory(BaseModel):

@@ -8,7 +8,7 @@
     embed_text         ensemble: text_tokenize -> text_tower
 
 The configs come from `templates/*.pbtxt`; each Python model's `model.py` is a
-one-line import of its class in `mmserve.serving.models`. The repository is
+one-line import of its class in `mmserve.serving.triton.models`. The repository is
 self-contained: the ONNX towers and the model's tokenizer/preprocessor files
 are copied (hard-linked where possible) into the version directories.
 """
@@ -20,19 +20,16 @@ import shutil
 import string
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field
-
-from mmserve.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
-from mmserve.model import ClipModelInfo
-from mmserve.settings import Settings
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
+from mmserve.models.clip import ClipModelInfo
+from mmserve.config import BuildOptions, Settings
 
 PYTHON_MODELS = {
-    "image_preprocess": "mmserve.serving.models.image_preprocess",
-    "text_tokenize": "mmserve.serving.models.text_tokenize",
-    "image_tower": "mmserve.serving.models.tower",
-    "text_tower": "mmserve.serving.models.tower",
+    "image_preprocess": "mmserve.serving.triton.models.image_preprocess",
+    "text_tokenize": "mmserve.serving.triton.models.text_tokenize",
+    "image_tower": "mmserve.serving.triton.models.tower",
+    "text_tower": "mmserve.serving.triton.models.tower",
 }
 ENSEMBLES = ("embed_image", "embed_text")
 # Small files of a CLIP directory that preprocessing and tokenization read (never the weights).
@@ -41,43 +38,6 @@ MODEL_INFO_FILES = (
     "vocab.json", "merges.txt", "bpe_simple_vocab_16e6.txt.gz",
 )
 MODEL_INFO_DIR = "clip"
-
-
-class RepositoryOptions(BaseModel):
-    """Serving knobs written into the configs. Defaults measured on a 2-core CPU (README, Serving)."""
-
-    max_batch_size: int = Field(default=64, ge=1, le=1024, description="Largest batch any model runs.")
-    tower_queue_delay_us: int = Field(
-        default=2000, ge=0, description="How long a tower waits to fill a batch once a request is queued."
-    )
-    preprocess_queue_delay_us: int = Field(default=500, ge=0, description="The same for decode and tokenize.")
-    max_queue_size: int | None = Field(
-        default=None, ge=1, description="Requests queued per model before new ones are refused at once (overload); "
-        "None: two full batches. The front door's in-flight limit (1.5 batches) is what refuses first.")
-    tower_instances: int = Field(default=1, ge=1, description="Processes per tower.")
-    tower_threads: int = Field(default=0, ge=0, description="Runtime threads per tower instance (0: all cores).")
-    preprocess_instances: int = Field(default=1, ge=1, description="image_preprocess processes.")
-    preprocess_threads: int = Field(default=0, ge=0, description="Decode threads per instance (0: all cores).")
-    runtime: Literal["openvino", "onnxruntime"] = "openvino"
-    precision: Literal["auto", "f32", "int8"] = "auto"
-    exact_preprocessing: bool = False
-    max_image_bytes: int = Field(default=64 << 20, ge=1)
-    max_image_pixels: int = Field(default=100_000_000, ge=1)
-    max_text_bytes: int = Field(default=64 << 10, ge=1)
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides) -> RepositoryOptions:
-        values = {
-            "runtime": settings.runtime,
-            "precision": settings.precision,
-            "tower_threads": settings.threads or 0,
-            "exact_preprocessing": settings.exact_preprocessing,
-            "max_image_bytes": settings.max_image_bytes,
-            "max_image_pixels": settings.max_image_pixels,
-            "max_text_bytes": settings.max_text_bytes,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 def length_buckets(context_length: int, step: int = 4) -> list[int]:
@@ -89,20 +49,28 @@ def length_buckets(context_length: int, step: int = 4) -> list[int]:
     return [*range(8, context_length, step), context_length]
 
 
-def build_repository(settings: Settings, out: Path, options: RepositoryOptions | None = None) -> Path:
-    """Export the towers if needed, then write the repository at `out` (replacing generated models)."""
-    options = options or RepositoryOptions.from_settings(settings)
+def build_repository(settings: Settings, out: Path) -> Path:
+    """Export the towers if needed, then write the repository at `out` (replacing generated models).
+
+    The configs take the model from `settings.model_dir`, the serving knobs from its `BuildOptions` fields,
+    and the runtime, precision, threads, preprocessing mode and input limits from the rest."""
     info = ClipModelInfo.from_dir(settings.model_dir)
     onnx_dir = settings.export_dir()
     if not is_current(settings.model_dir, onnx_dir):
         export_towers(settings.model_dir, onnx_dir)
 
-    queues = _queue_sizes(options)
+    queues = _queue_sizes(settings)
     values = {
-        **options.model_dump(),
+        **settings.model_dump(include=set(BuildOptions.model_fields)),
         **{f"{tower}_queue_size": size for tower, (size, _) in queues.items()},
         **{f"{tower}_queue_note": note for tower, (_, note) in queues.items()},
-        "exact": str(options.exact_preprocessing).lower(),
+        "runtime": settings.runtime,
+        "precision": settings.precision,
+        "tower_threads": settings.threads or 0,
+        "max_image_bytes": settings.max_image_bytes,
+        "max_image_pixels": settings.max_image_pixels,
+        "max_text_bytes": settings.max_text_bytes,
+        "exact": str(settings.exact_preprocessing).lower(),
         "image_size": info.image_size,
         "resize_shortest_edge": info.resize_shortest_edge,
         "resample": info.resample,
@@ -127,7 +95,7 @@ def build_repository(settings: Settings, out: Path, options: RepositoryOptions |
     return out
 
 
-def _queue_sizes(options: RepositoryOptions) -> dict[str, tuple[int, str]]:
+def _queue_sizes(options: BuildOptions) -> dict[str, tuple[int, str]]:
     """Per tower ("image", "text"): the queue size of it and of the model before it, and how it was chosen."""
     if options.max_queue_size is not None:
         return {tower: (options.max_queue_size, "set by max_queue_size") for tower in ("image", "text")}
@@ -137,7 +105,7 @@ def _queue_sizes(options: RepositoryOptions) -> dict[str, tuple[int, str]]:
 
 
 def _render(template: str, values: dict[str, object]) -> str:
-    text = (resources.files("mmserve.serving") / "templates" / template).read_text()
+    text = (resources.files("mmserve.serving.triton") / "templates" / template).read_text()
     return string.Template(text).substitute(values)
 
 

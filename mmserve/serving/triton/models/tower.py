@@ -15,8 +15,8 @@ import bisect
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmserve.runtime import load_tower
-from mmserve.serving.models import ModelArgs, invalid_input
+from mmserve.runtimes import load_tower
+from mmserve.serving.triton.models import ModelArgs, invalid_input
 
 
 class TritonPythonModel:

@@ -1,6 +1,6 @@
 """Train the small default CLIP from scratch on the synthetic data (CPU, torch).
 
-    python -m mmserve.training --out mmserve/models/default
+    python -m mmserve.dev.training --out mmserve/models/default
 
 Recipe (why each part is there):
 
@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmserve import model as model_files
-from mmserve import quality
-from mmserve.data import synthetic as S
-from mmserve.towers import ImageTower, TextTower
+from mmserve.models import clip as model_files
+from mmserve.dev import quality
+from mmserve.dev import synthetic as S
+from mmserve.models.towers import ImageTower, TextTower
 
 
 def clip_config(image_size: int, patch: int, width: int, layers: int, embed_dim: int, context: int):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mmserve import _C
-from mmserve.model import BpeVocabulary, ClipModelInfo, load_vocabulary
+from mmserve.models.clip import BpeVocabulary, ClipModelInfo, load_vocabulary
 
 
 class ClipTokenizer:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mmserve.model import ClipModelInfo
+from mmserve.models.clip import ClipModelInfo
 
 
 class ImageTower(nn.Module):
@@ -85,7 +85,7 @@ def write_random_clip(directory: str | Path, *, seed: int = 0, **config_kwargs) 
     """
     from transformers import CLIPConfig, CLIPModel
 
-    from mmserve import model as model_files
+    from mmserve.models import clip as model_files
 
     directory = Path(directory)
     image_size = config_kwargs.pop("image_size", 224)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmserve.model import ClipModelInfo
-from mmserve.preprocess import ImageLimits, ImagePreprocessor
-from mmserve.serving.models import ModelArgs, invalid_input
+from mmserve.models.clip import ClipModelInfo
+from mmserve.modalities.image import ImageLimits, ImagePreprocessor
+from mmserve.serving.triton.models import ModelArgs, invalid_input
 
 
 class TritonPythonModel:

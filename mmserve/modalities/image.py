@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mmserve import _C
-from mmserve.model import ClipModelInfo
+from mmserve.models.clip import ClipModelInfo
 
 _RESAMPLE = {
     "nearest": 0,

@@ -1,8 +1,10 @@
 """mmserve configuration: one pydantic settings model, read from `MMSERVE_*`.
 
-Every option has its default here, with the reason. CLI flags override these.
-`ServeOptions` holds what `mmserve serve` needs beyond the model (the front
-door, access control, supervision); `Settings` includes all of it.
+Every option has its default here, with the reason, and the CLI's flags and
+their help come from these fields. `Settings` holds everything; it is made of
+`BuildOptions` (what `mmserve build` writes into the Triton repository),
+`ServeOptions` (what `mmserve serve` needs beyond the model: the front door,
+access control, supervision) and the model, runtime, limits and client fields.
 """
 
 from __future__ import annotations
@@ -13,7 +15,24 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from mmserve.model import default_model_dir
+from mmserve.models.clip import default_model_dir
+
+
+class BuildOptions(BaseModel):
+    """Serving knobs written into the repository's configs. Defaults measured on a 2-core CPU (README, CLI)."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=1024, description="Largest batch any model runs.")
+    tower_queue_delay_us: int = Field(
+        default=2000, ge=0, description="Dynamic batching: how long a tower waits to fill a batch once a request "
+        "is queued.")
+    preprocess_queue_delay_us: int = Field(default=500, ge=0, description="The same for decode and tokenize.")
+    max_queue_size: int | None = Field(
+        default=None, ge=1, description="Requests queued per model before new ones are refused at once; default: "
+        "two full batches (the front door's in-flight limit, 1.5 batches, refuses first).")
+    tower_instances: int = Field(default=1, ge=1, description="Processes per tower.")
+    preprocess_instances: int = Field(default=1, ge=1, description="image_preprocess processes.")
+    preprocess_threads: int = Field(
+        default=0, ge=0, description="Decode threads per image_preprocess instance (0: all cores).")
 
 
 class ServeOptions(BaseModel):
@@ -86,7 +105,7 @@ class ServeOptions(BaseModel):
         return tuple(dict.fromkeys(keys))
 
 
-class Settings(BaseSettings, ServeOptions):
+class Settings(BaseSettings, BuildOptions, ServeOptions):
     model_config = SettingsConfigDict(env_prefix="MMSERVE_", extra="ignore")
 
     model_dir: Path = Field(
@@ -136,7 +155,7 @@ class Settings(BaseSettings, ServeOptions):
     client_key: Path | None = Field(default=None, description="Clients: the key of client_cert.")
 
     def export_dir(self) -> Path:
-        from mmserve.export import weights_fingerprint
+        from mmserve.models.export import weights_fingerprint
 
         return self.cache_dir / "onnx" / weights_fingerprint(self.model_dir)[:16]
 

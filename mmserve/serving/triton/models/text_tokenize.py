@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from mmserve.serving.models import ModelArgs, invalid_input
-from mmserve.tokenizer import ClipTokenizer
+from mmserve.serving.triton.models import ModelArgs, invalid_input
+from mmserve.modalities.text import ClipTokenizer
 
 
 class TritonPythonModel:

@@ -1,30 +1,11 @@
-"""CPU runtimes for an exported tower, behind one small interface.
-
-A `TowerRuntime` takes the tower's single input array and returns its
-`embedding [B, D]`. OpenVINO is the default on CPUs (measured faster than ONNX
-Runtime here: see README, Benchmarks); ONNX Runtime is the portable fallback.
-TensorRT engines are served by Triton itself on GPU hosts and are not loaded
-in-process.
-"""
+"""OpenVINO on CPUs: the default tower runtime (measured fastest here, README Benchmarks)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-RUNTIMES = ("openvino", "onnxruntime")
-
-
-class TowerRuntime(Protocol):
-    name: str
-
-    def __call__(self, inputs: np.ndarray) -> np.ndarray: ...
-
-
-PRECISIONS = ("auto", "f32", "int8")
 # Activations are quantized on the fly per group of this many input channels
 # (OpenVINO's CPU default, set explicitly so the choice is ours).
 DYNAMIC_QUANTIZATION_GROUP = 32
@@ -95,36 +76,3 @@ def compress_matmul_weights(model) -> int:
         op.input(1).replace_source_output(ops.convert(decompressed, Type.f32).output(0))
         count += 1
     return count
-
-
-class OnnxRuntimeTower:
-    name = "onnxruntime"
-
-    def __init__(self, onnx_path: str | Path, threads: int | None = None, precision: str = "auto") -> None:
-        import onnxruntime as ort
-
-        if precision == "int8":
-            raise ValueError("precision 'int8' needs the openvino runtime")
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: inputs})[0]
-
-
-def load_tower(
-    onnx_path: str | Path, runtime: str = "openvino", threads: int | None = None, precision: str = "auto"
-) -> TowerRuntime:
-    """`precision`: "auto" (the runtime's default: bf16 where the CPU has it), "f32",
-    or "int8" (OpenVINO: uint8 weights, activations quantized on the fly)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if runtime == "openvino":
-        return OpenVinoTower(onnx_path, threads, precision)
-    if runtime == "onnxruntime":
-        return OnnxRuntimeTower(onnx_path, threads, precision)
-    raise LookupError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")

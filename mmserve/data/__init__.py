@@ -1,1 +1,0 @@
-"""Data sources: the synthetic image-caption generator."""
