@@ -33,6 +33,21 @@ def test_help_lists_every_command():
         assert sub.returncode == 0 and sub.stdout.startswith(f"Usage: mmserve {command} ["), (command, sub.stdout)
 
 
+def test_options_and_their_help_come_from_the_configuration():
+    from mmserve import __version__
+    from mmserve.config import Settings
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"mmserve {__version__}"
+    serve = " ".join(run_cli("serve", "--help").stdout.split())
+    for field, flag in (("max_batch_size", "--max-batch-size"), ("max_in_flight", "--max-in-flight"),
+                        ("api_keys", "--api-key"), ("tls_client_ca", "--tls-client-ca")):
+        description = " ".join(Settings.model_fields[field].description.split())
+        assert flag in serve and description[:40] in serve and f"MMSERVE_{field.upper()}" in serve, field
+    refused = run_cli("build", "--precision", "fp7")
+    assert refused.returncode == 2 and "fp7" in refused.stderr
+
+
 def test_info_shows_model_facts(bundled_settings):
     result = run_cli("info", settings=bundled_settings)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,5 @@
+import sys
+
+from mmserve.cli import main
+
+sys.exit(main())
