@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "common/thread_pool.h"
 #include "cpu/cpu_features.h"
 #include "image/decode.h"
 #include "image/preprocess.h"
@@ -22,13 +23,12 @@ namespace {
 
 using U8Array = py::array_t<uint8_t, py::array::forcecast>;
 
-mmserve::image::Isa isa_from_name(const std::string& name) {
-  using mmserve::image::Isa;
-  if (name == "auto") return Isa::Auto;
-  if (name == "scalar") return Isa::Scalar;
-  if (name == "avx2") return Isa::Avx2;
-  if (name == "avx512") return Isa::Avx512;
-  throw py::value_error("unknown kernel '" + name + "': use auto, scalar, avx2 or avx512");
+mmserve::isa::Isa isa_from_name(const std::string& name) {
+  try {
+    return mmserve::isa::from_name(name);
+  } catch (const std::invalid_argument& error) {
+    throw py::value_error(error.what());
+  }
 }
 
 // An image array [H, W] or [H, W, C] with contiguous pixels (rows may be strided).
@@ -68,7 +68,7 @@ py::array resize_crop(const py::array& src, std::pair<int, int> resize, std::tup
   const im::MutableImage8 dst{static_cast<uint8_t*>(result.mutable_data()), view.width, view.height,
                               view.channels, view.stride};
   const im::Filter f = im::filter_from_name(filter);
-  const im::Isa isa = isa_from_name(kernel);
+  const mmserve::isa::Isa isa = isa_from_name(kernel);
   {
     py::gil_scoped_release release;
     im::resize_crop(in, g, f, dst, isa);
@@ -226,7 +226,7 @@ py::tuple similarity_top_k(const py::array& queries, const py::array& database, 
                            std::optional<py::array> scales, const std::string& kernel, int threads,
                            std::optional<py::array> out_scores, std::optional<py::array> out_indices) {
   namespace sim = mmserve::simd;
-  const sim::Isa isa = sim::isa_from_name(kernel);
+  const mmserve::isa::Isa isa = isa_from_name(kernel);
   if (k < 1) throw py::value_error("k must be at least 1, got " + std::to_string(k));
   if (threads < 0) throw py::value_error("threads must be 0 (all cores) or positive");
   if (!has_dtype(queries, "float32")) throw py::type_error("queries must be float32, got " + dtype_name(queries));
@@ -363,7 +363,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("active_resample_kernel", &mmserve::image::active_resample_kernel,
         "The resampling kernel set chosen for this CPU: avx512, avx2 or scalar.");
 
-  py::register_exception<mmserve::simd::UnsupportedKernel>(m, "UnsupportedKernelError", PyExc_LookupError);
+  m.def("thread_budget", &mmserve::threads::thread_budget,
+        "Threads decode, tokenize and search use at most when asked for all (0).");
+  m.def("set_thread_budget", &mmserve::threads::set_thread_budget, py::arg("threads"),
+        "Set the thread budget (0: back to MMSERVE_NATIVE_THREADS, else the detected CPUs).");
+  m.def("detected_cpus", &mmserve::threads::detected_cpus,
+        "CPUs this process may use: its affinity mask, capped by its cgroup's CPU quota.");
+  m.def("cpus_from_cgroup_max", &mmserve::threads::cpus_from_cgroup_max, py::arg("text"),
+        "CPUs a cgroup v2 cpu.max line allows, rounded up (0: unlimited).");
+  py::register_exception<mmserve::isa::UnsupportedIsa>(m, "UnsupportedKernelError", PyExc_LookupError);
   m.def("top_k", &similarity_top_k, py::arg("queries"), py::arg("database"), py::arg("k"), py::kw_only(),
         py::arg("scales") = py::none(), py::arg("kernel") = "auto", py::arg("threads") = 0,
         py::arg("out_scores") = py::none(), py::arg("out_indices") = py::none(),

@@ -216,7 +216,7 @@ def test_bad_inputs_raise_precise_errors():
         top_k(query, database, 0)
     with pytest.raises(ValueError, match="threads"):
         top_k(query, database, 3, threads=-1)
-    with pytest.raises(ValueError, match="unknown similarity kernel"):
+    with pytest.raises(ValueError, match="unknown kernel set"):
         top_k(query, database, 3, kernel="sse9")
     int8 = database.astype(np.int8)
     with pytest.raises(ValueError, match="scales"):

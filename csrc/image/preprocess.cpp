@@ -1,10 +1,10 @@
 #include "image/preprocess.h"
 
+#include "common/thread_pool.h"
+
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <stdexcept>
-#include <thread>
 
 namespace mmserve::image {
 
@@ -79,30 +79,15 @@ std::vector<std::string> preprocess_batch(const std::vector<EncodedImage>& image
                                           const PreprocessOptions& options, uint8_t* out, int threads) {
   const size_t slot = static_cast<size_t>(options.crop) * options.crop * 3;
   std::vector<std::string> errors(images.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < images.size(); i = next++) {
-      uint8_t* target = out + i * slot;
-      try {
-        preprocess_into(images[i].data, images[i].size, options, target,
-                        static_cast<std::ptrdiff_t>(options.crop) * 3);
-      } catch (const std::exception& error) {
-        errors[i] = error.what()[0] ? error.what() : "unknown error";
-        std::memset(target, 0, slot);
-      }
+  mmserve::threads::parallel_for(images.size(), threads, [&](size_t i) {
+    uint8_t* target = out + i * slot;
+    try {
+      preprocess_into(images[i].data, images[i].size, options, target, static_cast<std::ptrdiff_t>(options.crop) * 3);
+    } catch (const std::exception& error) {
+      errors[i] = error.what()[0] ? error.what() : "unknown error";
+      std::memset(target, 0, slot);
     }
-  };
-  int count = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  count = static_cast<int>(std::min<size_t>(static_cast<size_t>(count), images.size()));
-  if (count <= 1) {
-    work();
-    return errors;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(count - 1);
-  for (int t = 1; t < count; ++t) pool.emplace_back(work);
-  work();
-  for (auto& thread : pool) thread.join();
+  });
   return errors;
 }
 

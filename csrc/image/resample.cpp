@@ -366,29 +366,13 @@ struct Kernels {
   const char* name;
 };
 
-Kernels kernels_for(Isa isa) {
-  [[maybe_unused]] const auto& f = cpu::features();
-  if (isa == Isa::Auto) {
-#ifdef MMSERVE_X86
-    if (f.avx512f && f.avx512bw && f.avx512vl) isa = Isa::Avx512;
-    else if (f.avx2) isa = Isa::Avx2;
-    else isa = Isa::Scalar;
-#else
-    isa = Isa::Scalar;
-#endif
-  }
-  switch (isa) {
+Kernels kernels_for(Isa requested) {
+  switch (isa::resolve(requested, "resample", {Isa::Avx512, Isa::Avx2})) {
 #ifdef MMSERVE_X86
     case Isa::Avx512:
-      if (!(f.avx512f && f.avx512bw && f.avx512vl)) throw std::out_of_range("avx512 kernels are not supported on this CPU");
       return {horizontal_by_transpose<vertical_u8_avx512, true>, vertical_u8_avx512, "avx512"};
     case Isa::Avx2:
-      if (!f.avx2) throw std::out_of_range("avx2 kernels are not supported on this CPU");
       return {horizontal_by_transpose<vertical_u8_avx2, false>, vertical_u8_avx2, "avx2"};
-#else
-    case Isa::Avx512:
-    case Isa::Avx2:
-      throw std::out_of_range("x86 kernels are not available on this platform");
 #endif
     default:
       return {horizontal_u8_scalar, vertical_u8_scalar, "scalar"};

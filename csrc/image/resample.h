@@ -9,6 +9,8 @@
 // Pillow's resize followed by a crop.
 #pragma once
 
+#include "common/isa.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -67,7 +69,7 @@ struct MutableImage8 {
   std::ptrdiff_t stride;
 };
 
-enum class Isa { Auto, Scalar, Avx2, Avx512 };
+using Isa = mmserve::isa::Isa;
 
 // Resample `src` to geometry.resize_* and write the crop window into `dst`
 // (dst.width == crop_width, dst.height == crop_height, same channels).

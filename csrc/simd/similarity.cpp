@@ -5,8 +5,8 @@
 #include <cstring>
 #include <exception>
 #include <limits>
-#include <thread>
 
+#include "common/thread_pool.h"
 #include "cpu/cpu_features.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -359,47 +359,10 @@ struct KernelSet {
 
 constexpr KernelSet kScalarKernels{"scalar", dot_f32_scalar, dot_f16_scalar, dot_i8_scalar};
 
-// The CPU flags a kernel set needs that this CPU lacks ("" when it has them all).
-std::string missing_features(Isa isa) {
-  const auto& f = cpu::features();
-  std::string missing;
-  auto need = [&](bool present, const char* name) {
-    if (!present) missing += missing.empty() ? name : std::string(", ") + name;
-  };
-  switch (isa) {
-    case Isa::Avx512:
-      need(f.avx512f, "avx512f");
-      need(f.avx512bw, "avx512bw");
-      need(f.avx512vl, "avx512vl");
-      break;
-    case Isa::Avx2:
-      need(f.avx2, "avx2");
-      need(f.fma, "fma");
-      need(f.f16c, "f16c");
-      break;
-    case Isa::Neon:
-      need(f.neon, "neon");
-      break;
-    case Isa::Auto:
-    case Isa::Scalar:
-      break;
-  }
-  return missing;
-}
+constexpr std::initializer_list<Isa> kImplemented = {Isa::Avx512, Isa::Avx2, Isa::Neon};
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512: return "avx512";
-    case Isa::Avx2: return "avx2";
-    case Isa::Neon: return "neon";
-    case Isa::Scalar: return "scalar";
-    case Isa::Auto: break;
-  }
-  return "auto";
-}
-
-KernelSet compiled_kernels(Isa isa) {
-  switch (isa) {
+KernelSet kernels_for(Isa requested) {
+  switch (isa::resolve(requested, "similarity", kImplemented)) {
 #ifdef MMSERVE_X86
     case Isa::Avx512: return {"avx512", dot_f32_avx512, dot_f16_avx512, dot_i8_avx512};
     case Isa::Avx2: return {"avx2", dot_f32_avx2, dot_f16_avx2, dot_i8_avx2};
@@ -409,59 +372,6 @@ KernelSet compiled_kernels(Isa isa) {
 #endif
     default: return kScalarKernels;
   }
-}
-
-bool compiled_in(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512:
-    case Isa::Avx2:
-#ifdef MMSERVE_X86
-      return true;
-#else
-      return false;
-#endif
-    case Isa::Neon:
-#if defined(__aarch64__)
-      return true;
-#else
-      return false;
-#endif
-    case Isa::Auto:
-    case Isa::Scalar:
-      break;
-  }
-  return true;
-}
-
-bool runnable(Isa isa) { return compiled_in(isa) && missing_features(isa).empty(); }
-
-constexpr Isa kPreference[] = {Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar};
-
-// Auto is resolved once (the CPU does not change under a running process).
-Isa best_isa() {
-  static const Isa best = [] {
-    for (Isa isa : kPreference)
-      if (runnable(isa)) return isa;
-    return Isa::Scalar;
-  }();
-  return best;
-}
-
-KernelSet kernels_for(Isa isa) {
-  if (isa == Isa::Auto) return compiled_kernels(best_isa());
-  if (!compiled_in(isa))
-    throw UnsupportedKernel(std::string("the ") + isa_name(isa) + " similarity kernels are not part of this " +
-#ifdef MMSERVE_X86
-                            "x86-64 build"
-#else
-                            "build (not an x86-64 CPU)"
-#endif
-    );
-  const std::string missing = missing_features(isa);
-  if (!missing.empty())
-    throw UnsupportedKernel(std::string("the ") + isa_name(isa) + " similarity kernels need CPU features this CPU "
-                            "lacks: " + missing);
-  return compiled_kernels(isa);
 }
 
 // ---- selection ----
@@ -536,23 +446,9 @@ constexpr int64_t kMinWorkPerThread = int64_t{1} << 20;
 
 }  // namespace
 
-Isa isa_from_name(const std::string& name) {
-  if (name == "auto") return Isa::Auto;
-  if (name == "scalar") return Isa::Scalar;
-  if (name == "avx2") return Isa::Avx2;
-  if (name == "avx512") return Isa::Avx512;
-  if (name == "neon") return Isa::Neon;
-  throw std::invalid_argument("unknown similarity kernel '" + name + "': use auto, scalar, avx2, avx512 or neon");
-}
+const char* active_similarity_kernel() { return kernels_for(Isa::Auto).name; }
 
-const char* active_similarity_kernel() { return isa_name(best_isa()); }
-
-std::vector<std::string> available_similarity_kernels() {
-  std::vector<std::string> names;
-  for (auto it = std::rbegin(kPreference); it != std::rend(kPreference); ++it)
-    if (runnable(*it)) names.emplace_back(isa_name(*it));
-  return names;
-}
+std::vector<std::string> available_similarity_kernels() { return isa::available(kImplemented); }
 
 void top_k(const Queries& queries, const Database& db, int64_t k, const TopKOutput& out, int threads, Isa isa) {
   const KernelSet kernels = kernels_for(isa);
@@ -569,10 +465,10 @@ void top_k(const Queries& queries, const Database& db, int64_t k, const TopKOutp
   const size_t row_bytes = static_cast<size_t>(db.dim) * element_size(db.storage);
   const int64_t block_rows = std::clamp<int64_t>(static_cast<int64_t>(kBlockBytes / row_bytes), 16, 4096);
 
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t budget = threads > 0 ? int64_t{threads} : int64_t{mmserve::threads::thread_budget()};
   const int64_t work = db.rows * queries.count * db.dim;
   const int64_t worth = std::max<int64_t>(1, work / kMinWorkPerThread);
-  const int count = static_cast<int>(std::min({threads > 0 ? int64_t{threads} : cores, worth, db.rows}));
+  const int count = static_cast<int>(std::min({budget, worth, db.rows}));
 
   // Everything a worker touches is allocated here, so workers do not allocate.
   struct Worker {
@@ -607,26 +503,8 @@ void top_k(const Queries& queries, const Database& db, int64_t k, const TopKOutp
     }
   };
 
-  std::vector<std::exception_ptr> errors(count);
-  auto run = [&](int t) {
-    try {
-      scan(t);
-    } catch (...) {
-      errors[t] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(count - 1);
-  try {
-    for (int t = 1; t < count; ++t) pool.emplace_back(run, t);
-  } catch (...) {
-    for (auto& thread : pool) thread.join();
-    throw;
-  }
-  run(0);
-  for (auto& thread : pool) thread.join();
-  for (const auto& error : errors)
-    if (error) std::rethrow_exception(error);
+  // Each part of the rows is scanned by one task whatever the thread that runs it: the same results.
+  mmserve::threads::parallel_for(static_cast<size_t>(count), count, [&](size_t t) { scan(static_cast<int>(t)); });
 
   // Each worker holds its own rows' best `kept`; the global best are among them.
   std::vector<Candidate> merged;

@@ -8,6 +8,8 @@
 // on the thread count, which keeps tie-breaking (lower row index first) exact.
 #pragma once
 
+#include "common/isa.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -18,16 +20,7 @@ namespace mmserve::simd {
 
 enum class Storage { F32, F16, I8 };
 
-enum class Isa { Auto, Scalar, Avx2, Avx512, Neon };
-
-// A kernel was forced that this CPU (or this platform's build) cannot run.
-class UnsupportedKernel : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// "auto", "scalar", "avx2", "avx512" or "neon"; throws std::invalid_argument otherwise.
-Isa isa_from_name(const std::string& name);
+using Isa = mmserve::isa::Isa;
 
 struct Database {
   const void* data = nullptr;  // F16 elements are IEEE binary16 bit patterns (numpy float16)
@@ -59,7 +52,7 @@ inline int64_t result_count(int64_t k, int64_t rows) { return k < rows ? k : row
 // For each query, the result_count(k, rows) best rows by descending score, ties
 // (and NaN scores, which rank last) broken by the lower row index. Rows are
 // split across at most `threads` threads (0: one per core; fewer when the work
-// is too small to pay for a thread). Throws UnsupportedKernel when `isa` names
+// is too small to pay for a thread). Throws isa::UnsupportedIsa when `isa` names
 // kernels this CPU lacks, std::invalid_argument on inconsistent sizes.
 void top_k(const Queries& queries, const Database& database, int64_t k, const TopKOutput& out, int threads,
            Isa isa = Isa::Auto);

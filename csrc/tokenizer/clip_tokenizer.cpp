@@ -1,13 +1,13 @@
 #include "tokenizer/clip_tokenizer.h"
 
+#include "common/thread_pool.h"
+
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
 #include <string_view>
-#include <thread>
 
 namespace mmserve::tokenizer {
 namespace {
@@ -454,34 +454,25 @@ std::vector<int32_t> ClipTokenizer::encode(const std::string& text, size_t max_i
 std::vector<std::string> ClipTokenizer::encode_batch(const std::vector<std::string>& texts, int context,
                                                      int32_t* out, int32_t* lengths, int threads) const {
   std::vector<std::string> errors(texts.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < texts.size(); i = next++) {
-      int32_t* row = out + i * static_cast<size_t>(context);
-      std::fill(row, row + context, 0);
-      try {
-        // Enough ids to fill the row and see that it is truncated; what follows cannot change them.
-        std::vector<int32_t> ids = encode(texts[i], static_cast<size_t>(context));
-        ids.insert(ids.begin(), start_id_);
-        ids.push_back(end_id_);
-        if (static_cast<int>(ids.size()) > context) {
-          ids.resize(context);
-          ids.back() = end_id_;
-        }
-        std::copy(ids.begin(), ids.end(), row);
-        lengths[i] = static_cast<int32_t>(ids.size());
-      } catch (const std::exception& error) {
-        errors[i] = error.what();
-        lengths[i] = 0;
+  mmserve::threads::parallel_for(texts.size(), threads, [&](size_t i) {
+    int32_t* row = out + i * static_cast<size_t>(context);
+    std::fill(row, row + context, 0);
+    try {
+      // Enough ids to fill the row and see that it is truncated; what follows cannot change them.
+      std::vector<int32_t> ids = encode(texts[i], static_cast<size_t>(context));
+      ids.insert(ids.begin(), start_id_);
+      ids.push_back(end_id_);
+      if (static_cast<int>(ids.size()) > context) {
+        ids.resize(context);
+        ids.back() = end_id_;
       }
+      std::copy(ids.begin(), ids.end(), row);
+      lengths[i] = static_cast<int32_t>(ids.size());
+    } catch (const std::exception& error) {
+      errors[i] = error.what();
+      lengths[i] = 0;
     }
-  };
-  int count = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  count = static_cast<int>(std::min<size_t>(static_cast<size_t>(count), texts.size()));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < count; ++t) pool.emplace_back(work);
-  work();
-  for (auto& thread : pool) thread.join();
+  });
   return errors;
 }
 
