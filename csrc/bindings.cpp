@@ -129,14 +129,15 @@ py::tuple preprocess_batch(const py::sequence& images, int size, int crop, const
     batch = py::array(py::dtype::of<uint8_t>(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(count), crop, crop, 3});
   }
   auto* target = static_cast<uint8_t*>(batch.mutable_data());
-  std::vector<std::string> errors;
+  std::vector<std::optional<mmserve::image::ItemFailure>> failures;
   {
     py::gil_scoped_release release;
-    errors = mmserve::image::preprocess_batch(encoded, options, target, threads);
+    failures = mmserve::image::preprocess_batch(encoded, options, target, threads);
   }
-  py::list messages;
-  for (const auto& e : errors) messages.append(e.empty() ? py::object(py::none()) : py::object(py::str(e)));
-  return py::make_tuple(batch, messages);
+  py::list errors;
+  for (const auto& f : failures)
+    errors.append(f ? py::object(py::make_tuple(f->code, f->message)) : py::object(py::none()));
+  return py::make_tuple(batch, errors);
 }
 
 py::tuple decode_image(const py::handle& data, int scale, bool exif, std::array<uint8_t, 3> background,

@@ -70,8 +70,8 @@ def preprocess_batch(
     exif_orientation: bool = True,
     threads: int = 0,
     out: npt.NDArray[np.uint8] | None = None,
-) -> tuple[npt.NDArray[np.uint8], list[str | None]]:
-    """Decode, resize, centre-crop into uint8 [N, crop, crop, 3]; per-image errors (None = ok)."""
+) -> tuple[npt.NDArray[np.uint8], list[tuple[str, str] | None]]:
+    """Decode, resize, centre-crop into uint8 [N, crop, crop, 3]; per image None or (code, message)."""
 
 def decode(
     data: bytes | bytearray | memoryview,

@@ -4,17 +4,25 @@ Importing the package is cheap: the client, runtimes (OpenVINO, ONNX Runtime)
 and tritonclient load on first use, and torch only for training and export.
 """
 
+from mmserve.errors import (
+    AuthenticationError,
+    ErrorCode,
+    InvalidInputError,
+    ItemError,
+    MmserveError,
+    OverloadedError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+)
 from mmserve.models.clip import ClipModelInfo, default_model_dir
 
 __version__ = "0.1.0"
 __all__ = [
-    "AsyncClient", "AuthenticationError", "Client", "ClipModelInfo", "InvalidInputError", "MmserveError", "OverloadedError",
-    "RequestTimeoutError", "ServerUnavailableError", "default_model_dir", "__version__",
+    "AsyncClient", "AuthenticationError", "Client", "ClipModelInfo", "ErrorCode", "InvalidInputError", "ItemError",
+    "MmserveError", "OverloadedError", "RequestTimeoutError", "ServerUnavailableError", "default_model_dir",
+    "__version__",
 ]
-_CLIENT_NAMES = {
-    "AsyncClient", "AuthenticationError", "Client", "InvalidInputError", "MmserveError", "OverloadedError", "RequestTimeoutError",
-    "ServerUnavailableError",
-}
+_CLIENT_NAMES = {"AsyncClient", "Client"}
 
 
 def __getattr__(name: str):

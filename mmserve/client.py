@@ -35,40 +35,23 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mmserve.errors import (
+    AuthenticationError,
+    ErrorCode,
+    InvalidInputError,
+    ItemError,
+    MmserveError,
+    OverloadedError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+    from_wire,
+)
+
 DEFAULT_URL = "grpc://127.0.0.1:8001"
 IMAGE_MODEL, TEXT_MODEL, IMAGE_TOWER = "embed_image", "embed_text", "image_tower"
 MODELS = ("embed_image", "embed_text", "image_preprocess", "image_tower", "text_tokenize", "text_tower")
 
 ImageInput = Any  # str | Path | bytes | PIL.Image.Image | numpy uint8 [H, W, 3] or [H, W]
-
-
-class MmserveError(Exception):
-    """Base class of the client's errors."""
-
-
-class InvalidInputError(MmserveError, ValueError):
-    """The server (or local preprocessing) refused an input; `index` and `item` name it when known."""
-
-    def __init__(self, message: str, index: int | None = None, item: object = None) -> None:
-        super().__init__(message)
-        self.index = index
-        self.item = item
-
-
-class ServerUnavailableError(MmserveError, ConnectionError):
-    """The server cannot be reached or is not ready (after retries)."""
-
-
-class OverloadedError(MmserveError):
-    """The server's queue stayed full (after retries): slow down or add capacity."""
-
-
-class RequestTimeoutError(MmserveError, TimeoutError):
-    """No answer within the client's timeout."""
-
-
-class AuthenticationError(MmserveError, PermissionError):
-    """The server wants an API key (or client certificate) and this one is missing or wrong."""
 
 
 class ClientOptions(BaseModel):
@@ -196,6 +179,10 @@ class _Request:
     offset: int
     items: Sequence[object]
 
+    @property
+    def kind(self) -> str:
+        return "text" if self.input_name in ("text", "token_ids") else "image"
+
 
 def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, count, size):
@@ -205,7 +192,7 @@ def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
 def _text_requests(texts: Sequence[str], size: int, max_bytes: int) -> list[_Request]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InvalidInputError(f"text {index}: expected str, got {type(text).__name__}", index, text)
+            raise _refused("text", index, text, ErrorCode.WRONG_TYPE, f"expected str, got {type(text).__name__}")
     return _split_requests(TEXT_MODEL, "text", [t.encode("utf-8") for t in texts], texts, size, max_bytes)
 
 
@@ -250,12 +237,11 @@ def encode_image(image: ImageInput, index: int = 0) -> bytes:
         try:
             return Path(image).read_bytes()
         except OSError as error:
-            raise InvalidInputError(f"image {index}: cannot read {image}: {error.strerror}", index, image) from error
+            raise _refused("image", index, image, ErrorCode.UNREADABLE, f"cannot read {image}: {error.strerror}") from error
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-            raise InvalidInputError(
-                f"image {index}: arrays must be uint8 [H, W], [H, W, 3] or [H, W, 4], got {image.dtype} "
-                f"{list(image.shape)}", index, None)
+            raise _refused("image", index, image, ErrorCode.WRONG_TYPE, f"arrays must be uint8 [H, W], [H, W, 3] or "
+                           f"[H, W, 4], got {image.dtype} {list(image.shape)}")
         from PIL import Image
 
         image = Image.fromarray(image)
@@ -263,12 +249,13 @@ def encode_image(image: ImageInput, index: int = 0) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()
-    raise InvalidInputError(
-        f"image {index}: expected a path, bytes, PIL image or uint8 array, got {type(image).__name__}", index, image
-    )
+    raise _refused("image", index, image, ErrorCode.WRONG_TYPE,
+                   f"expected a path, bytes, PIL image or uint8 array, got {type(image).__name__}")
 
 
-_ITEM_IN_MESSAGE = re.compile(r"\b(?:image|text) (\d+): ")
+def _refused(kind: str, index: int, item: object, code: ErrorCode, message: str) -> InvalidInputError:
+    error = ItemError(index, code, message)
+    return InvalidInputError(error.describe(kind), index, item, code, [error])
 
 
 # Messages of a server that is restarting a model: the request may succeed once it is back.
@@ -303,11 +290,14 @@ def _classify(error: Exception, request: _Request | None) -> MmserveError:
             or any(marker in lowered for marker in _RECOVERING)):
         return ServerUnavailableError(f"server unavailable: {message}")
     if "INVALID_ARGUMENT" in status or status == "400":
-        found = _ITEM_IN_MESSAGE.search(message)
-        if request is not None and found and int(found.group(1)) < len(request.items):
-            local = int(found.group(1))
-            return InvalidInputError(message, request.offset + local, request.items[local])
-        return InvalidInputError(message)
+        items = from_wire(message)
+        if not items or request is None or any(e.index is not None and e.index >= len(request.items) for e in items):
+            return InvalidInputError(message)
+        # Indices in the request -> indices in the caller's list.
+        shifted = [e if e.index is None else dataclasses.replace(e, index=request.offset + e.index) for e in items]
+        error = InvalidInputError.for_items(request.kind, shifted)
+        error.item = None if items[0].index is None else request.items[items[0].index]
+        return error
     return MmserveError(message)
 
 
@@ -359,9 +349,8 @@ class _Common:
             self._preprocessor = ImagePreprocessor(geometry, exact=self.options.exact_preprocessing)
         encoded = [encode_image(image, index) for index, image in enumerate(images)]
         pixels, errors = self._preprocessor.preprocess_lenient(encoded)
-        for index, problem in enumerate(errors):
-            if problem is not None:
-                raise InvalidInputError(f"image {index}: {problem}", index, images[index])
+        if errors:
+            raise InvalidInputError.for_items("image", errors, images)
         return pixels
 
     def _text_plan(self, texts: Sequence[str], summary: ModelSummary) -> list[_Request]:

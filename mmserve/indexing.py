@@ -49,7 +49,7 @@ def index_files(
     tags: Sequence[str] = (), progress: Callable[[int], None] | None = None,
 ) -> IndexingReport:
     """Embed `files` not yet in `index` through `client` and add them; `progress(n)` after each batch."""
-    from mmserve.client import InvalidInputError
+    from mmserve.errors import InvalidInputError
 
     report = IndexingReport()
     since_save = 0
@@ -75,12 +75,12 @@ def index_files(
             try:
                 vectors = client.embed_images([data for _, data, _ in fresh])
             except InvalidInputError as error:
-                if error.index is None:  # cannot tell which: fall back to one at a time
+                refused = {e.index: e.message for e in error.errors if e.index is not None}
+                if not refused:  # cannot tell which: fall back to one at a time
                     fresh = _embed_one_by_one(index, client, fresh, tags, report)
                     continue
-                path = fresh[error.index][0]
-                report.failed.append((path, str(error).removeprefix("in ensemble 'embed_image', ")))
-                del fresh[error.index]
+                report.failed.extend((fresh[i][0], refused[i]) for i in sorted(refused))
+                fresh = [item for i, item in enumerate(fresh) if i not in refused]
                 continue
             index.add(vectors, [_metadata(path, digest, tags) for path, _, digest in fresh])
             report.added += len(fresh)
@@ -96,7 +96,7 @@ def index_files(
 
 
 def _embed_one_by_one(index: Index, client, items, tags, report: IndexingReport) -> list:
-    from mmserve.client import InvalidInputError
+    from mmserve.errors import InvalidInputError
 
     for path, data, digest in items:
         try:

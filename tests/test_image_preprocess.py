@@ -2,6 +2,7 @@
 
 import importlib.util
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from mmserve import _C
+from mmserve.errors import ErrorCode
 from mmserve.models.clip import ClipModelInfo
 from mmserve.modalities.image import ImageLimits, ImagePreprocessor, reference_preprocess
 
@@ -296,12 +298,15 @@ def test_batch_reports_each_failure_and_keeps_the_rest():
     good = GENERATED["jpeg baseline 4:2:0"][0]
     batch, errors = _C.preprocess_batch([good, b"not an image", good[: len(good) // 2], good], 64, 64)
     assert errors[0] is None and errors[3] is None
-    assert "unsupported format" in errors[1]
-    assert "truncated" in errors[2] or "corrupt" in errors[2]
+    assert errors[1][0] == "unsupported_format" and "unsupported format" in errors[1][1]
+    assert errors[2][0] == "corrupt" and "corrupt" in errors[2][1]
     assert np.array_equal(batch[0], batch[3]) and not batch[1].any() and not batch[2].any()
     info = ClipModelInfo.from_dir(Path(__file__).resolve().parents[1] / "mmserve/models/default")
-    with pytest.raises(ValueError, match=r"image 1: unsupported format.*image 2: "):
+    with pytest.raises(ValueError, match=r"image 1: unsupported format.*image 2: ") as caught:
         ImagePreprocessor(info)([good, b"not an image", good[: len(good) // 2]])
+    assert [(e.index, e.code) for e in caught.value.errors] == [(1, ErrorCode.UNSUPPORTED_FORMAT),
+                                                                 (2, ErrorCode.CORRUPT)]
+    assert caught.value.index == 1 and caught.value.item == b"not an image"
 
 
 def test_results_do_not_depend_on_the_thread_count():
@@ -328,27 +333,27 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "data, message",
+    "data, message, codes",
     [
-        (b"", "empty input"),
-        (b"hello world, not an image", "unsupported format"),
-        (b"GIF89a" + b"\x00" * 20, "unsupported format: GIF"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "unsupported format: WebP"),
-        (_png_header_only(50_000, 50_000), "decompression bomb: 50000x50000"),
-        (_png_header_only(70_000, 10), "exceeds user limit|absurd dimensions"),
-        (_png_header_only(0, 10), "invalid PNG|zero width"),
-        (b"\xff\xd8\xff" + b"\x00" * 50, "invalid JPEG"),
-        (GENERATED["png rgb"][0][:200], "truncated|corrupt|invalid"),
-        (GENERATED["jpeg progressive"][0][:400], "truncated|corrupt|invalid"),
+        (b"", "empty input", {"empty"}),
+        (b"hello world, not an image", "unsupported format", {"unsupported_format"}),
+        (b"GIF89a" + b"\x00" * 20, "unsupported format: GIF", {"unsupported_format"}),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "unsupported format: WebP", {"unsupported_format"}),
+        (_png_header_only(50_000, 50_000), "decompression bomb: 50000x50000", {"too_many_pixels"}),
+        (_png_header_only(70_000, 10), "exceeds user limit|absurd dimensions", {"too_many_pixels", "invalid"}),
+        (_png_header_only(0, 10), "invalid PNG|zero width", {"invalid"}),
+        (b"\xff\xd8\xff" + b"\x00" * 50, "invalid JPEG", {"invalid"}),
+        (GENERATED["png rgb"][0][:200], "truncated|corrupt|invalid", {"invalid", "corrupt"}),
+        (GENERATED["jpeg progressive"][0][:400], "truncated|corrupt|invalid", {"invalid", "corrupt"}),
     ],
     ids=["zero-bytes", "text", "gif", "webp", "bomb", "absurd", "zero-width", "jpeg-garbage", "png-truncated",
          "jpeg-truncated"],
 )
-def test_bad_input_raises_value_error_naming_the_problem(data, message):
+def test_bad_input_raises_value_error_naming_the_problem(data, message, codes):
     with pytest.raises(ValueError, match=message):
         _C.decode(data)
     _, errors = _C.preprocess_batch([data], 32, 32)
-    assert errors[0] is not None
+    assert errors[0][0] in codes and re.search(message, errors[0][1]), errors[0]
 
 
 def test_corrupted_bytes_in_the_middle_are_an_error_or_an_image_never_a_crash():
@@ -359,7 +364,8 @@ def test_corrupted_bytes_in_the_middle_are_an_error_or_an_image_never_a_crash():
         for i in rng.integers(0, len(broken), 8):
             broken[i] = rng.integers(0, 256)
         _, errors = _C.preprocess_batch([bytes(broken)], 32, 32)
-        assert errors[0] is None or isinstance(errors[0], str)
+        assert errors[0] is None or (errors[0][0] in {"invalid", "corrupt", "too_many_pixels"}
+                                     and isinstance(errors[0][1], str)), errors[0]
 
 
 def test_limits_are_settable_and_checked_before_decoding():

@@ -122,17 +122,17 @@ def test_bad_inputs_fail_alone_while_concurrent_requests_succeed(server, local_e
     expected_text = local_embedder.embed_texts(["a red circle"])
     truncated = good[0][: len(good[0]) // 3]
     bad_images = {
-        "corrupt": (b"\xff\xd8\xff\xe0" + b"\x13" * 4000, "image 0"),
-        "truncated": (truncated, "image 0"),
-        "oversized": (b"\x89PNG" + bytes(1_100_000), "exceeds the limit"),
-        "bomb": (png_bomb(), "pixels"),
-        "not an image": (b"GIF89a not supported", "image 0"),
+        "corrupt": (b"\xff\xd8\xff\xe0" + b"\x13" * 4000, "image 0", {"invalid", "corrupt"}),
+        "truncated": (truncated, "image 0", {"corrupt"}),
+        "oversized": (b"\x89PNG" + bytes(1_100_000), "exceeds the limit", {"too_large"}),
+        "bomb": (png_bomb(), "pixels", {"too_many_pixels"}),
+        "not an image": (b"GIF89a not supported", "image 0", {"unsupported_format"}),
     }
     url = url_for(server, protocol)
     with mmserve.Client(url, retries=0) as client, ThreadPoolExecutor(12) as pool:
         good_jobs = [pool.submit(client.embed_images, good) for _ in range(4)]
         text_jobs = [pool.submit(client.embed_texts, ["a red circle"]) for _ in range(4)]
-        bad_jobs = {name: pool.submit(client.embed_images, [data]) for name, (data, _) in bad_images.items()}
+        bad_jobs = {name: pool.submit(client.embed_images, [data]) for name, (data, *_) in bad_images.items()}
         bad_text = pool.submit(client.embed_texts, [b"caf\xe9 au lait".decode("latin-1")])  # valid: control
         for job in good_jobs:
             assert cosines(job.result(), expected).min() >= 0.9999
@@ -143,7 +143,8 @@ def test_bad_inputs_fail_alone_while_concurrent_requests_succeed(server, local_e
             with pytest.raises(mmserve.InvalidInputError) as caught:
                 job.result()
             assert bad_images[name][1] in str(caught.value), (name, str(caught.value))
-            assert caught.value.index == 0
+            assert caught.value.index == 0 and caught.value.item == bad_images[name][0]
+            assert caught.value.code in bad_images[name][2], (name, caught.value.code)
         assert client.health().ready
 
 
@@ -158,6 +159,8 @@ def test_invalid_utf8_and_wrong_shapes_get_clear_errors(server, local_embedder, 
         address = server.http_url.removeprefix("http://")
     from tritonclient.utils import InferenceServerException
 
+    from mmserve.errors import from_wire
+
     def infer(model, name, array, datatype):
         tensor = tc.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
@@ -167,22 +170,30 @@ def test_invalid_utf8_and_wrong_shapes_get_clear_errors(server, local_embedder, 
         finally:
             client.close()
 
+    # (model, input, array, datatype, what the message says, the per-item errors it carries: (index, code))
     cases = [
         ("embed_text", "text", np.array([[b"ok"], [b"\xc3\x28 bad"]], dtype=np.object_), "BYTES",
-         "text 1: invalid UTF-8 at byte 0"),
-        ("image_tower", "pixels", np.zeros((1, 32, 32, 3), np.uint8), "UINT8", "unexpected shape"),
-        ("embed_text", "text", np.array([[b"a", b"b"]], dtype=np.object_), "BYTES", "unexpected shape"),
-        ("text_tower", "token_ids", np.full((1, 5), 10**6, np.int32), "INT32", "token ids must be in"),
-        ("text_tower", "token_ids", np.zeros((1, 100), np.int32), "INT32", "this model takes 1 to 77"),
+         "invalid UTF-8 at byte 0", [(1, "invalid_utf8")]),
+        ("image_tower", "pixels", np.zeros((1, 32, 32, 3), np.uint8), "UINT8", "unexpected shape", None),
+        ("embed_text", "text", np.array([[b"a", b"b"]], dtype=np.object_), "BYTES", "unexpected shape", None),
+        ("text_tower", "token_ids", np.array([[5, 6], [5, 10**6]], np.int32), "INT32", "token ids must be in",
+         [(1, "invalid_tokens")]),
+        ("text_tower", "token_ids", np.zeros((1, 100), np.int32), "INT32", "this model takes 1 to 77",
+         [(None, "invalid_tokens")]),
+        ("embed_image", "image", np.array([[b"GIF89a"], [b""]], dtype=np.object_), "BYTES", "unsupported format",
+         [(0, "unsupported_format"), (1, "empty")]),
     ]
     with ThreadPoolExecutor(len(cases) + 2) as pool:
         good = [pool.submit(infer, "embed_text", "text", np.array([[b"a red circle"]], dtype=np.object_), "BYTES")
                 for _ in range(2)]
-        jobs = [(pool.submit(infer, *case[:4]), case[4]) for case in cases]
-        for job, expected_message in jobs:
+        jobs = [(pool.submit(infer, *case[:4]), *case[4:]) for case in cases]
+        for job, expected_message, expected_items in jobs:
             with pytest.raises(InferenceServerException) as caught:
                 job.result()
-            assert expected_message in caught.value.message(), caught.value.message()
+            message = caught.value.message()
+            assert expected_message in message, message
+            items = from_wire(message)
+            assert (items and [(e.index, e.code.value) for e in items]) == expected_items, message
         reference = local_embedder.embed_texts(["a red circle"])
         for job in good:
             assert cosines(job.result(), reference).min() >= 0.9999

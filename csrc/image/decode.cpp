@@ -118,13 +118,13 @@ void apply_orientation(Decoded& image) {
 
 void check_size(uint64_t width, uint64_t height, const Limits& limits) {
   if (width == 0 || height == 0)
-    throw DecodeError("image has zero width or height (" + std::to_string(width) + "x" + std::to_string(height) +
+    throw DecodeError(Failure::Invalid, "image has zero width or height (" + std::to_string(width) + "x" + std::to_string(height) +
                       ")");
   if (width > static_cast<uint64_t>(limits.max_side) || height > static_cast<uint64_t>(limits.max_side))
-    throw DecodeError("absurd dimensions " + std::to_string(width) + "x" + std::to_string(height) +
+    throw DecodeError(Failure::TooManyPixels, "absurd dimensions " + std::to_string(width) + "x" + std::to_string(height) +
                       " (maximum side " + std::to_string(limits.max_side) + ")");
   if (width * height > limits.max_pixels)
-    throw DecodeError("decompression bomb: " + std::to_string(width) + "x" + std::to_string(height) + " = " +
+    throw DecodeError(Failure::TooManyPixels, "decompression bomb: " + std::to_string(width) + "x" + std::to_string(height) + " = " +
                       std::to_string(width * height) + " pixels exceeds the limit of " +
                       std::to_string(limits.max_pixels));
 }
@@ -257,7 +257,7 @@ Window stored_window(const Decoded& image, const std::function<Window(const Deco
 Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& options) {
   JpegState state{};
   JpegGuard guard{&state};
-  if (!jpeg_header(&state, data, size)) throw DecodeError(std::string("invalid JPEG: ") + state.error.message);
+  if (!jpeg_header(&state, data, size)) throw DecodeError(Failure::Invalid, std::string("invalid JPEG: ") + state.error.message);
   jpeg_decompress_struct& cinfo = state.cinfo;
   check_size(cinfo.image_width, cinfo.image_height, options.limits);
 
@@ -278,9 +278,9 @@ Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& optio
                     ? fast_path_denominator(static_cast<int>(cinfo.image_width), static_cast<int>(cinfo.image_height),
                                             options.fast_path_target)
                     : options.scale_denominator;
-  if (d != 1 && d != 2 && d != 4 && d != 8) throw DecodeError("JPEG scale must be 1, 2, 4 or 8");
-  if (!jpeg_start(&state, d, out_space)) throw DecodeError(std::string("invalid JPEG: ") + state.error.message);
-  if (cinfo.output_components != image.channels) throw DecodeError("unexpected JPEG component count");
+  if (d != 1 && d != 2 && d != 4 && d != 8) throw DecodeError(Failure::Internal, "JPEG scale must be 1, 2, 4 or 8");
+  if (!jpeg_start(&state, d, out_space)) throw DecodeError(Failure::Invalid, std::string("invalid JPEG: ") + state.error.message);
+  if (cinfo.output_components != image.channels) throw DecodeError(Failure::Invalid, "unexpected JPEG component count");
   image.frame_width = static_cast<int>(cinfo.output_width);
   image.frame_height = static_cast<int>(cinfo.output_height);
   image.full_width = static_cast<int>(cinfo.image_width);
@@ -292,7 +292,7 @@ Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& optio
   JDIMENSION xoffset = static_cast<JDIMENSION>(window.x0), width = static_cast<JDIMENSION>(window.x1 - window.x0);
   // libjpeg widens the columns to whole iMCUs (and reports where they start).
   if (width < cinfo.output_width && !jpeg_crop(&state, &xoffset, &width))
-    throw DecodeError(std::string("invalid JPEG: ") + state.error.message);
+    throw DecodeError(Failure::Invalid, std::string("invalid JPEG: ") + state.error.message);
   image.offset_x = static_cast<int>(xoffset);
   image.offset_y = window.y0;
   image.width = static_cast<int>(cinfo.output_width);
@@ -301,7 +301,7 @@ Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& optio
   image.pixels.resize(stride * image.height);
   if (!jpeg_rows(&state, image.pixels.data(), stride, static_cast<JDIMENSION>(window.y0),
                  static_cast<JDIMENSION>(window.y1)))
-    throw DecodeError(std::string("corrupt JPEG: ") + state.error.message);
+    throw DecodeError(Failure::Corrupt, std::string("corrupt JPEG: ") + state.error.message);
   if (image.cmyk) {
     // Pillow reads every CMYK JPEG with Adobe's inverted polarity ("CMYK;I").
     for (uint8_t& v : image.pixels) v = static_cast<uint8_t>(255 - v);
@@ -402,21 +402,21 @@ Decoded decode_png(const uint8_t* data, size_t size, const DecodeOptions& option
   PngGuard guard{&state};
   state.reader = {data, size, 0};
   state.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state.message, png_fail, png_ignore_warning);
-  if (!state.png) throw DecodeError("out of memory creating the PNG reader");
+  if (!state.png) throw DecodeError(Failure::Internal, "out of memory creating the PNG reader");
   state.info = png_create_info_struct(state.png);
-  if (!state.info) throw DecodeError("out of memory creating the PNG reader");
+  if (!state.info) throw DecodeError(Failure::Internal, "out of memory creating the PNG reader");
   const int limit_side = options.limits.max_side;
-  if (!png_header(&state, limit_side)) throw DecodeError(std::string("invalid PNG: ") + state.message.text);
+  if (!png_header(&state, limit_side)) throw DecodeError(Failure::Invalid, std::string("invalid PNG: ") + state.message.text);
   check_size(state.width, state.height, options.limits);
 
   const bool alpha = state.has_trns || (state.color_type & PNG_COLOR_MASK_ALPHA);
   size_t rowbytes = 0;
   int channels = 0;
   if (!png_configure(&state, alpha, &rowbytes, &channels))
-    throw DecodeError(std::string("invalid PNG: ") + state.message.text);
+    throw DecodeError(Failure::Invalid, std::string("invalid PNG: ") + state.message.text);
   const int expected = alpha ? 4 : (state.color_type == PNG_COLOR_TYPE_GRAY ? 1 : 3);
   if (channels != expected || rowbytes != static_cast<size_t>(state.width) * channels)
-    throw DecodeError("unexpected PNG pixel layout");
+    throw DecodeError(Failure::Invalid, "unexpected PNG pixel layout");
 
   Decoded image;
   image.width = static_cast<int>(state.width);
@@ -424,7 +424,7 @@ Decoded decode_png(const uint8_t* data, size_t size, const DecodeOptions& option
   image.pixels.resize(rowbytes * state.height);
   std::vector<png_bytep> rows(state.height);
   for (png_uint_32 y = 0; y < state.height; ++y) rows[y] = image.pixels.data() + y * rowbytes;
-  if (!png_pixels(&state, rows.data())) throw DecodeError(std::string("corrupt PNG: ") + state.message.text);
+  if (!png_pixels(&state, rows.data())) throw DecodeError(Failure::Corrupt, std::string("corrupt PNG: ") + state.message.text);
 
   if (alpha) {
     composite_rgba(image.pixels, static_cast<size_t>(image.width) * image.height, options.limits.background);
@@ -460,17 +460,17 @@ const char* format_name(Format format) {
 namespace {
 
 void check_input(const uint8_t* data, size_t size, const Limits& limits, Format* format) {
-  if (size == 0 || data == nullptr) throw DecodeError("empty input (0 bytes)");
+  if (size == 0 || data == nullptr) throw DecodeError(Failure::Empty, "empty input (0 bytes)");
   if (size > limits.max_encoded_bytes)
-    throw DecodeError("encoded image of " + std::to_string(size) + " bytes exceeds the limit of " +
+    throw DecodeError(Failure::TooLarge, "encoded image of " + std::to_string(size) + " bytes exceeds the limit of " +
                       std::to_string(limits.max_encoded_bytes) + " bytes");
   *format = detect_format(data, size);
   if (*format == Format::Unknown) {
     if (size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0)
-      throw DecodeError("unsupported format: WebP (supported: JPEG, PNG)");
+      throw DecodeError(Failure::UnsupportedFormat, "unsupported format: WebP (supported: JPEG, PNG)");
     if (size >= 6 && std::memcmp(data, "GIF8", 4) == 0)
-      throw DecodeError("unsupported format: GIF (supported: JPEG, PNG)");
-    throw DecodeError("unsupported format: not a JPEG or PNG file");
+      throw DecodeError(Failure::UnsupportedFormat, "unsupported format: GIF (supported: JPEG, PNG)");
+    throw DecodeError(Failure::UnsupportedFormat, "unsupported format: not a JPEG or PNG file");
   }
 }
 
@@ -482,13 +482,13 @@ Header read_header(const uint8_t* data, size_t size, const Limits& limits) {
   if (header.format == Format::Jpeg) {
     JpegState state{};
     JpegGuard guard{&state};
-    if (!jpeg_header(&state, data, size)) throw DecodeError(std::string("invalid JPEG: ") + state.error.message);
+    if (!jpeg_header(&state, data, size)) throw DecodeError(Failure::Invalid, std::string("invalid JPEG: ") + state.error.message);
     header.width = static_cast<int>(state.cinfo.image_width);
     header.height = static_cast<int>(state.cinfo.image_height);
   } else {
-    if (size < 24 || std::memcmp(data + 12, "IHDR", 4) != 0) throw DecodeError("invalid PNG: no IHDR chunk");
+    if (size < 24 || std::memcmp(data + 12, "IHDR", 4) != 0) throw DecodeError(Failure::Invalid, "invalid PNG: no IHDR chunk");
     const uint32_t width = read_u32(data + 16, false), height = read_u32(data + 20, false);
-    if (width > 0x7FFFFFFFu || height > 0x7FFFFFFFu) throw DecodeError("invalid PNG: dimensions out of range");
+    if (width > 0x7FFFFFFFu || height > 0x7FFFFFFFu) throw DecodeError(Failure::Invalid, "invalid PNG: dimensions out of range");
     header.width = static_cast<int>(width);
     header.height = static_cast<int>(height);
   }
@@ -539,6 +539,19 @@ void cmyk_to_rgb(const uint8_t* cmyk, uint8_t* rgb, size_t pixels) {
     rgb[1] = clip(nk - muldiv255(cmyk[1], nk));
     rgb[2] = clip(nk - muldiv255(cmyk[2], nk));
   }
+}
+
+const char* failure_code(Failure failure) {
+  switch (failure) {
+    case Failure::Empty: return "empty";
+    case Failure::TooLarge: return "too_large";
+    case Failure::UnsupportedFormat: return "unsupported_format";
+    case Failure::Invalid: return "invalid";
+    case Failure::Corrupt: return "corrupt";
+    case Failure::TooManyPixels: return "too_many_pixels";
+    case Failure::Internal: break;
+  }
+  return "internal";
 }
 
 }  // namespace mmserve::image

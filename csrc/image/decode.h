@@ -45,10 +45,17 @@ struct UninitializedAllocator : std::allocator<T> {
 };
 using PixelBuffer = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;
 
+// Why an image could not be decoded: the machine-readable part of a DecodeError (its code, see failure_code).
+enum class Failure { Empty, TooLarge, UnsupportedFormat, Invalid, Corrupt, TooManyPixels, Internal };
+
 class DecodeError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  DecodeError(Failure failure, const std::string& message) : std::runtime_error(message), failure(failure) {}
+  Failure failure;
 };
+
+// "empty", "too_large", "unsupported_format", "invalid", "corrupt", "too_many_pixels", "internal".
+const char* failure_code(Failure failure);
 
 enum class Format { Unknown, Jpeg, Png };
 

@@ -75,20 +75,24 @@ void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& 
   }
 }
 
-std::vector<std::string> preprocess_batch(const std::vector<EncodedImage>& images,
-                                          const PreprocessOptions& options, uint8_t* out, int threads) {
+std::vector<std::optional<ItemFailure>> preprocess_batch(const std::vector<EncodedImage>& images,
+                                                         const PreprocessOptions& options, uint8_t* out,
+                                                         int threads) {
   const size_t slot = static_cast<size_t>(options.crop) * options.crop * 3;
-  std::vector<std::string> errors(images.size());
+  std::vector<std::optional<ItemFailure>> failures(images.size());
   mmserve::threads::parallel_for(images.size(), threads, [&](size_t i) {
     uint8_t* target = out + i * slot;
     try {
       preprocess_into(images[i].data, images[i].size, options, target, static_cast<std::ptrdiff_t>(options.crop) * 3);
+    } catch (const DecodeError& error) {
+      failures[i] = ItemFailure{failure_code(error.failure), error.what()};
+      std::memset(target, 0, slot);
     } catch (const std::exception& error) {
-      errors[i] = error.what()[0] ? error.what() : "unknown error";
+      failures[i] = ItemFailure{"internal", error.what()[0] ? error.what() : "unknown error"};
       std::memset(target, 0, slot);
     }
   });
-  return errors;
+  return failures;
 }
 
 }  // namespace mmserve::image

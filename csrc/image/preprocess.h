@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "image/decode.h"
@@ -36,11 +38,18 @@ struct EncodedImage {
   size_t size;
 };
 
+// Why one image of a batch failed: its failure_code() ("internal" for anything but a DecodeError) and message.
+struct ItemFailure {
+  std::string code;
+  std::string message;
+};
+
 // Preprocess every image into out[i] (a [B, crop, crop, 3] buffer) on up to
-// `threads` threads (0: hardware concurrency). Returns one message per image:
-// empty for success, else why that image failed (its slot is zero-filled).
-std::vector<std::string> preprocess_batch(const std::vector<EncodedImage>& images,
-                                          const PreprocessOptions& options, uint8_t* out, int threads);
+// `threads` threads (0: the thread budget). Returns, per image, nothing for
+// success or why it failed (its slot is zero-filled).
+std::vector<std::optional<ItemFailure>> preprocess_batch(const std::vector<EncodedImage>& images,
+                                                         const PreprocessOptions& options, uint8_t* out,
+                                                         int threads);
 
 // Nearest-neighbour resize + crop exactly as Pillow's resize(NEAREST) + crop.
 void resize_crop_nearest(const Image8& src, const ResizeCrop& geometry, const MutableImage8& dst);

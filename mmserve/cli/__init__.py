@@ -49,7 +49,7 @@ from mmserve.cli import serving, search, bench, local  # noqa: E402, F401  (regi
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmserve.client import MmserveError, ServerUnavailableError
+    from mmserve.errors import MmserveError, ServerUnavailableError
     from mmserve.index import IndexLockedError
 
     # typer returns normally after a Ctrl-C it caught; remember the signal to exit 130 all the same.

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mmserve import _C
+from mmserve.errors import ErrorCode, InvalidInputError, ItemError
 from mmserve.models.clip import ClipModelInfo
 
 _RESAMPLE = {
@@ -102,10 +103,10 @@ class ImagePreprocessor:
 
     def preprocess_lenient(
         self, images: Sequence[bytes | str | Path], out: np.ndarray | None = None
-    ) -> tuple[np.ndarray, list[str | None]]:
-        """The batch and, per image, None or why it failed (its slot is zeros)."""
+    ) -> tuple[np.ndarray, list[ItemError]]:
+        """The batch and the images that failed (index in `images`, code, message; their slots are zeros)."""
         data = [Path(item).read_bytes() if isinstance(item, (str, Path)) else item for item in images]
-        return _C.preprocess_batch(
+        batch, failures = _C.preprocess_batch(
             data,
             self.size,
             self.crop,
@@ -118,11 +119,12 @@ class ImagePreprocessor:
             threads=self.threads,
             out=out,
         )
+        return batch, [ItemError(i, ErrorCode(f[0]), f[1]) for i, f in enumerate(failures) if f is not None]
 
     def __call__(self, images: Sequence[bytes | str | Path], out: np.ndarray | None = None) -> np.ndarray:
-        """The batch; raises ValueError naming every image that failed."""
+        """The batch; raises `InvalidInputError` (a ValueError) naming every image that failed."""
         batch, errors = self.preprocess_lenient(images, out)
-        failed = [f"image {i}: {e}" for i, e in enumerate(errors) if e is not None]
-        if failed:
-            raise ValueError("; ".join(failed))
+        if errors:
+            raise InvalidInputError.for_items("image", errors, images)
         return batch
+

@@ -16,11 +16,13 @@ The vocabulary and the context length come from the model directory
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from mmserve import _C
+from mmserve.errors import ErrorCode, ItemError
 from mmserve.models.clip import BpeVocabulary, ClipModelInfo, load_vocabulary
 
 
@@ -87,3 +89,24 @@ def trim_padding(token_ids: np.ndarray, eos_token_id: int) -> np.ndarray:
         raise ValueError("every row needs an end-of-text token")
     last = int((token_ids.shape[1] - 1 - np.argmax(is_eos[:, ::-1], axis=1)).max())
     return np.ascontiguousarray(token_ids[:, : last + 1])
+
+
+def decode_utf8(items: Iterable[bytes | str], max_bytes: int) -> tuple[list[str], list[ItemError]]:
+    """Texts from the wire's UTF-8 bytes ("" in the place of each refused one) and the refused ones."""
+    texts: list[str] = []
+    errors: list[ItemError] = []
+    for index, item in enumerate(items):
+        text = ""
+        if len(item) > max_bytes:
+            errors.append(ItemError(index, ErrorCode.TOO_LARGE,
+                                    f"{len(item)} bytes exceeds the limit of {max_bytes} bytes"))
+        elif isinstance(item, bytes):
+            try:
+                text = item.decode("utf-8")
+            except UnicodeDecodeError as error:
+                errors.append(ItemError(index, ErrorCode.INVALID_UTF8,
+                                        f"invalid UTF-8 at byte {error.start} ({error.reason})"))
+        else:
+            text = str(item)
+        texts.append(text)
+    return texts, errors

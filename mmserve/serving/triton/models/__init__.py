@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mmserve.errors import ItemError, to_wire
+
 
 class ModelArgs:
     """What Triton passes to `initialize`: the parsed config and where the model's files are."""
@@ -35,6 +37,7 @@ class ModelArgs:
         return int(self.config["max_batch_size"])
 
 
-def invalid_input(pb_utils, message: str):
-    """A per-request error that clients see as INVALID_ARGUMENT (gRPC) / 400 (HTTP)."""
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+def invalid_input(pb_utils, errors: list[ItemError]):
+    """A per-request error that clients see as INVALID_ARGUMENT (gRPC) / 400 (HTTP), its message the
+    JSON list of refused items (`mmserve.errors.to_wire`)."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(to_wire(errors), pb_utils.TritonError.INVALID_ARG))

@@ -2,10 +2,13 @@
 
 All images of all requests in the dynamic batch are decoded together on the
 C++ thread pool. An image that fails (corrupt, truncated, unsupported, over a
-limit) fails only its own request, with a message naming its index there.
+limit) fails only its own request, with its index there and a code
+(`mmserve.errors`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -39,9 +42,9 @@ class TritonPythonModel:
         pixels, errors = self.preprocessor.preprocess_lenient(images, np.empty((len(images), *self.shape), np.uint8))
         responses = []
         for start, end in spans:
-            failed = [f"image {i - start}: {errors[i]}" for i in range(start, end) if errors[i] is not None]
+            failed = [dataclasses.replace(e, index=e.index - start) for e in errors if start <= e.index < end]
             if failed:
-                responses.append(invalid_input(pb_utils, "; ".join(failed)))
+                responses.append(invalid_input(pb_utils, failed))
             else:
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("pixels", pixels[start:end])]))
         return responses

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from mmserve.errors import ItemError
+from mmserve.modalities.text import ClipTokenizer, decode_utf8
 from mmserve.serving.triton.models import ModelArgs, invalid_input
-from mmserve.modalities.text import ClipTokenizer
 
 
 class TritonPythonModel:
@@ -22,19 +23,19 @@ class TritonPythonModel:
 
     def execute(self, requests):
         texts: list[str] = []
-        spans: list[tuple[int, int] | str] = []
+        spans: list[tuple[int, int] | list[ItemError]] = []
         for request in requests:
             items = pb_utils.get_input_tensor_by_name(request, "text").as_numpy().reshape(-1)
-            decoded, error = _decode_all(items, self.max_text_bytes)
-            if error is not None:
-                spans.append(error)
+            decoded, errors = decode_utf8(items, self.max_text_bytes)
+            if errors:
+                spans.append(errors)
                 continue
             spans.append((len(texts), len(texts) + len(decoded)))
             texts.extend(decoded)
         ids, lengths = self.tokenizer.tokenize(texts) if texts else (None, None)
         responses = []
         for span in spans:
-            if isinstance(span, str):
+            if isinstance(span, list):
                 responses.append(invalid_input(pb_utils, span))
                 continue
             start, end = span
@@ -43,15 +44,3 @@ class TritonPythonModel:
                 pb_utils.Tensor("lengths", np.ascontiguousarray(lengths[start:end].reshape(-1, 1))),
             ]))
         return responses
-
-
-def _decode_all(items, max_bytes: int) -> tuple[list[str], str | None]:
-    decoded = []
-    for index, item in enumerate(items):
-        if len(item) > max_bytes:
-            return [], f"text {index}: {len(item)} bytes exceeds the limit of {max_bytes} bytes"
-        try:
-            decoded.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
-        except UnicodeDecodeError as error:
-            return [], f"text {index}: invalid UTF-8 at byte {error.start} ({error.reason})"
-    return decoded, None

@@ -15,6 +15,7 @@ import bisect
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from mmserve.errors import ErrorCode, ItemError
 from mmserve.runtimes import load_tower
 from mmserve.serving.triton.models import ModelArgs, invalid_input
 
@@ -87,14 +88,25 @@ class TritonPythonModel:
         is_eos = ids == self.eos_token_id
         return np.where(is_eos.any(axis=1), np.argmax(is_eos, axis=1) + 1, ids.shape[1])
 
-    def _check_tokens(self, ids: np.ndarray, lengths: np.ndarray | None) -> str | None:
+    def _check_tokens(self, ids: np.ndarray, lengths: np.ndarray | None) -> list[ItemError]:
+        """The rows (or, index None, the request) that the tower cannot take."""
         if ids.shape[1] == 0 or ids.shape[1] > self.context_length:
-            return f"token_ids has {ids.shape[1]} positions; this model takes 1 to {self.context_length}"
-        if ids.min() < 0 or ids.max() >= self.vocab_size:
-            return f"token ids must be in [0, {self.vocab_size}); got values from {ids.min()} to {ids.max()}"
-        if lengths is not None and (len(lengths) != len(ids) or lengths.min() < 1 or lengths.max() > ids.shape[1]):
-            return f"lengths must be one value per row in [1, {ids.shape[1]}]"
-        return None
+            return [ItemError(None, ErrorCode.INVALID_TOKENS,
+                              f"token_ids has {ids.shape[1]} positions; this model takes 1 to {self.context_length}")]
+        if lengths is not None and len(lengths) != len(ids):
+            return [ItemError(None, ErrorCode.INVALID_TOKENS,
+                              f"lengths has {len(lengths)} values for {len(ids)} rows of token_ids")]
+        errors = []
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        for row in np.flatnonzero(bad.any(axis=1)):
+            values = ids[row][bad[row]]
+            errors.append(ItemError(int(row), ErrorCode.INVALID_TOKENS,
+                                    f"token ids must be in [0, {self.vocab_size}); got {values[0]}"))
+        if lengths is not None:
+            for row in np.flatnonzero((lengths < 1) | (lengths > ids.shape[1])):
+                errors.append(ItemError(int(row), ErrorCode.INVALID_TOKENS,
+                                        f"length {lengths[row]} is outside [1, {ids.shape[1]}]"))
+        return sorted(errors, key=lambda e: e.index)
 
     def _warm_up(self) -> None:
         """Every length at batch 1, and the largest batch at the longest length (the largest buffers)."""
