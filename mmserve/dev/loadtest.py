@@ -74,31 +74,23 @@ class TritonTarget:
 
         self.options = ClientOptions(url=url, **options)
         self.name, self.protocol = name, self.options.protocol
-        self._client = None
+        self._transport = None
 
     async def open(self) -> None:
-        import importlib
+        from mmserve.client import Transport
 
-        self._tc = importlib.import_module(f"tritonclient.{self.protocol}.aio")
-        self._client = self.options.connect(aio=True, **({} if self.protocol == "grpc" else {"conn_limit": 256}))
+        self._transport = Transport(self.options, aio=True, **({} if self.protocol == "grpc" else {"conn_limit": 256}))
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._transport.close()
 
     async def call(self, kind: str, item: bytes | str) -> None:
         data = item if isinstance(item, bytes) else item.encode("utf-8")
-        tensor = self._tc.InferInput("image" if kind == "image" else "text", [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
-        model = "embed_image" if kind == "image" else "embed_text"
-        await self._client.infer(model, [tensor], outputs=[self._tc.InferRequestedOutput("embedding")],
-                                 headers=self.options.headers)
+        model, name = ("embed_image", "image") if kind == "image" else ("embed_text", "text")
+        await self._transport.infer(model, name, np.array([[data]], dtype=np.object_), "BYTES")
 
     async def batch_counts(self) -> dict[str, dict[int, int]]:
-        if self.protocol == "grpc":
-            stats = await self._client.get_inference_statistics(headers=self.options.headers, as_json=True)
-        else:
-            stats = await self._client.get_inference_statistics(headers=self.options.headers)
-        return batch_counts(stats)
+        return batch_counts(await self._transport.statistics())
 
 
 class RawGrpcTarget(TritonTarget):
@@ -110,9 +102,11 @@ class RawGrpcTarget(TritonTarget):
         import grpc
         from tritonclient.grpc import service_pb2
 
+        from mmserve.client.transport import grpc_credentials
+
         await super().open()  # for the statistics
         if self.options.tls:
-            channel = grpc.aio.secure_channel(self.options.address, grpc.ssl_channel_credentials())
+            channel = grpc.aio.secure_channel(self.options.address, grpc_credentials(self.options))
         else:
             channel = grpc.aio.insecure_channel(self.options.address)
         self._channel = channel

@@ -15,14 +15,18 @@ alpha is composited over white (the reference drops it).
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmserve import _C
 from mmserve.errors import ErrorCode, InvalidInputError, ItemError
 from mmserve.models.clip import ClipModelInfo
+
+ImageInput = Any  # str | Path | bytes | PIL.Image.Image | numpy uint8 [H, W, 3] or [H, W]
 
 _RESAMPLE = {
     "nearest": 0,
@@ -128,3 +132,34 @@ class ImagePreprocessor:
             raise InvalidInputError.for_items("image", errors, images)
         return batch
 
+
+
+def encode_image(image: ImageInput, index: int = 0) -> bytes:
+    """Bytes to send for one image: file contents, given bytes, or a lossless PNG of a PIL image / array.
+
+    `index` (the image's place in the caller's list) names it in the `InvalidInputError` of one it cannot take.
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, (str, Path)):
+        try:
+            return Path(image).read_bytes()
+        except OSError as error:
+            raise _refused(index, image, ErrorCode.UNREADABLE, f"cannot read {image}: {error.strerror}") from error
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise _refused(index, image, ErrorCode.WRONG_TYPE, "arrays must be uint8 [H, W], [H, W, 3] or "
+                           f"[H, W, 4], got {image.dtype} {list(image.shape)}")
+        from PIL import Image
+
+        image = Image.fromarray(image)
+    if hasattr(image, "save") and hasattr(image, "mode"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+    raise _refused(index, image, ErrorCode.WRONG_TYPE,
+                   f"expected a path, bytes, PIL image or uint8 array, got {type(image).__name__}")
+
+
+def _refused(index: int, item: object, code: ErrorCode, message: str) -> InvalidInputError:
+    return InvalidInputError.for_items("image", [ItemError(index, code, message)], {index: item})

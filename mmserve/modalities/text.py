@@ -16,13 +16,13 @@ The vocabulary and the context length come from the model directory
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mmserve import _C
-from mmserve.errors import ErrorCode, ItemError
+from mmserve.errors import ErrorCode, InvalidInputError, ItemError
 from mmserve.models.clip import BpeVocabulary, ClipModelInfo, load_vocabulary
 
 
@@ -110,3 +110,12 @@ def decode_utf8(items: Iterable[bytes | str], max_bytes: int) -> tuple[list[str]
             text = str(item)
         texts.append(text)
     return texts, errors
+
+
+def encode_texts(texts: Sequence[str]) -> list[bytes]:
+    """The wire's UTF-8 bytes of each text; `InvalidInputError` names every item that is not a str."""
+    errors = [ItemError(i, ErrorCode.WRONG_TYPE, f"expected str, got {type(t).__name__}")
+              for i, t in enumerate(texts) if not isinstance(t, str)]
+    if errors:
+        raise InvalidInputError.for_items("text", errors, texts)
+    return [t.encode("utf-8") for t in texts]

@@ -1,0 +1,103 @@
+"""`AsyncClient`: the asyncio face of the SDK (`await client.embed_texts(...)`)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from mmserve.client.core import MODELS, Health, ModelSummary, Planner, Preprocess, Request, embeddings, \
+    health_or_down, progress_bar, retry_delay
+from mmserve.client.options import DEFAULT_URL, ClientOptions
+from mmserve.client.transport import Transport
+from mmserve.modalities.image import ImageInput
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """The same API as `Client` for asyncio, on tritonclient's aio clients."""
+
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        self.options = ClientOptions(url=url, **options)
+        self._planner = Planner(self.options)
+        self._summary: ModelSummary | None = None
+        self._transport = Transport(self.options, aio=True)
+
+    async def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 `[N, D]`, one row per text."""
+        return await self._run(self._planner.texts(texts, await self.model_summary()), progress)
+
+    async def embed_images(self, images: Sequence[ImageInput], *, preprocess: Preprocess | None = None,
+                           progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 `[N, D]` for paths, encoded bytes, PIL images or uint8 arrays."""
+        return await self._run(self._planner.images(images, preprocess, await self.model_summary()), progress)
+
+    async def embed_pixels(self, pixels: np.ndarray, *, progress: bool = False) -> np.ndarray:
+        """Preprocessed uint8 `[N, S, S, 3]` (resized and cropped) straight to the image tower."""
+        return await self._run(self._planner.pixels(pixels, await self.model_summary()), progress)
+
+    async def health(self) -> Health:
+        transport = self._transport
+        try:
+            return Health(live=await transport.server_live(), ready=await transport.server_ready(),
+                          models={name: await transport.model_ready(name) for name in MODELS})
+        except Exception as error:  # noqa: BLE001 - "not live" when unreachable
+            return health_or_down(error)
+
+    async def model_summary(self) -> ModelSummary:
+        if self._summary is None:
+            async def configs() -> dict[str, dict]:
+                return {name: await self._transport.model_config(name) for name in MODELS}
+
+            self._summary = ModelSummary.from_configs(await self._with_retries(configs))
+        return self._summary
+
+    async def statistics(self, model: str = "") -> dict:
+        """Triton's inference statistics (per model: counts, batch sizes, queue and compute times)."""
+        return await self._transport.statistics(model)
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], request: Request | None = None) -> T:
+        for attempt in itertools.count():
+            try:
+                return await asyncio.wait_for(call(), self.options.timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as raw:  # noqa: BLE001 - classified by retry_delay
+                await asyncio.sleep(retry_delay(self.options, raw, request, attempt))
+        raise AssertionError("unreachable")
+
+    async def _run(self, requests: list[Request], progress: bool) -> np.ndarray:
+        bar = progress_bar(requests, progress)
+        slots = asyncio.Semaphore(self.options.max_in_flight)
+
+        async def one(request: Request) -> np.ndarray:
+            async with slots:
+                result = await self._with_retries(
+                    lambda: self._transport.infer(request.model, request.input_name, request.array,
+                                                  request.datatype), request)
+                bar.update(len(result))
+                return result
+
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        finally:
+            bar.close()
+        return embeddings(list(results), (await self.model_summary()).embedding_dim)

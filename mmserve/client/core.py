@@ -1,0 +1,232 @@
+"""What the sync and async clients share: request planning, error classification, retries, the model summary.
+
+Nothing here does I/O: a face (`Client`, `AsyncClient`) sends the planned
+requests over its `Transport` and hands failures back to `classify` and
+`retry_delay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from mmserve.client.options import ClientOptions
+from mmserve.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    MmserveError,
+    OverloadedError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+    from_wire,
+)
+from mmserve.modalities.image import ImageInput, encode_image
+from mmserve.modalities.text import encode_texts
+
+IMAGE_MODEL, TEXT_MODEL, IMAGE_TOWER, TEXT_TOWER = "embed_image", "embed_text", "image_tower", "text_tower"
+MODELS = (IMAGE_MODEL, TEXT_MODEL, "image_preprocess", IMAGE_TOWER, "text_tokenize", TEXT_TOWER)
+
+
+class ModelSummary(BaseModel):
+    """What the client learns from the server's model configs."""
+
+    embedding_dim: int
+    image_size: int
+    resize_shortest_edge: int
+    resample: str
+    context_length: int
+    max_batch_size: dict[str, int]
+
+    @classmethod
+    def from_configs(cls, configs: dict[str, dict]) -> ModelSummary:
+        image, text = configs[IMAGE_TOWER], configs[TEXT_TOWER]
+        return cls(
+            embedding_dim=int(image["output"][0]["dims"][0]),
+            image_size=int(image["input"][0]["dims"][0]),
+            resize_shortest_edge=int(_parameters(image)["resize_shortest_edge"]),
+            resample=_parameters(image)["resample"],
+            context_length=int(_parameters(text)["context_length"]),
+            max_batch_size={name: int(config["max_batch_size"]) for name, config in configs.items()},
+        )
+
+
+def _parameters(config: dict) -> dict[str, str]:
+    return {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+
+
+class Health(BaseModel):
+    live: bool
+    ready: bool
+    models: dict[str, bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One inference request: a slice of the caller's items."""
+
+    model: str
+    input_name: str
+    datatype: str
+    array: np.ndarray
+    offset: int  # of items[0] in the caller's list
+    items: Sequence[object]
+
+    @property
+    def kind(self) -> str:
+        return "text" if self.input_name in ("text", "token_ids") else "image"
+
+
+class Planner:
+    """Turns a call's items into requests no larger than the server takes (items and bytes)."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        self.options = options
+        self._preprocessor = None
+
+    def texts(self, texts: Sequence[str], summary: ModelSummary) -> list[Request]:
+        texts = list(texts)
+        return _split(TEXT_MODEL, "text", encode_texts(texts), texts, self._batch_size(TEXT_MODEL, summary),
+                      self.options.max_request_bytes)
+
+    def images(self, images: Sequence[ImageInput], preprocess: str | None, summary: ModelSummary) -> list[Request]:
+        images = list(images)
+        mode = preprocess or self.options.preprocess
+        if mode == "local":
+            return self.pixels(self._local_pixels(images, summary), summary, images)
+        if mode != "server":
+            raise ValueError(f"preprocess must be 'server' or 'local', got {mode!r}")
+        encoded = [encode_image(image, index) for index, image in enumerate(images)]
+        return _split(IMAGE_MODEL, "image", encoded, images, self._batch_size(IMAGE_MODEL, summary),
+                      self.options.max_request_bytes)
+
+    def pixels(self, pixels: np.ndarray, summary: ModelSummary, items: Sequence[object] | None = None
+               ) -> list[Request]:
+        shape = (summary.image_size, summary.image_size, 3)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != shape:
+            raise InvalidInputError(f"pixels must be uint8 [N, {', '.join(map(str, shape))}], got {pixels.dtype} "
+                                    f"{list(pixels.shape)}")
+        size = self._batch_size(IMAGE_TOWER, summary)
+        return [Request(IMAGE_TOWER, "pixels", "UINT8", np.ascontiguousarray(pixels[s:e]), s,
+                        items[s:e] if items is not None else range(s, e))
+                for s, e in _chunks(len(pixels), size)]
+
+    def _batch_size(self, model: str, summary: ModelSummary) -> int:
+        server_max = summary.max_batch_size.get(model, 1)
+        return min(self.options.batch_size or server_max, server_max)
+
+    def _local_pixels(self, images: list[ImageInput], summary: ModelSummary) -> np.ndarray:
+        from mmserve.modalities.image import ImageGeometry, ImagePreprocessor
+
+        if self._preprocessor is None:
+            geometry = ImageGeometry(summary.image_size, summary.resize_shortest_edge, summary.resample)
+            self._preprocessor = ImagePreprocessor(geometry, exact=self.options.exact_preprocessing)
+        encoded = [encode_image(image, index) for index, image in enumerate(images)]
+        pixels, errors = self._preprocessor.preprocess_lenient(encoded)
+        if errors:
+            raise InvalidInputError.for_items("image", errors, images)
+        return pixels
+
+
+def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, count, size):
+        yield start, min(count, start + size)
+
+
+def _split(model: str, input_name: str, encoded: list[bytes], items: Sequence[object], size: int,
+           max_bytes: int) -> list[Request]:
+    """BYTES requests of at most `size` items and `max_bytes` in all (an item larger than that goes alone)."""
+    bounds, start, total = [], 0, 0
+    for end, data in enumerate(encoded):
+        if end > start and (end - start == size or total + len(data) > max_bytes):
+            bounds.append((start, end))
+            start, total = end, 0
+        total += len(data)
+    if start < len(encoded):
+        bounds.append((start, len(encoded)))
+    return [Request(model, input_name, "BYTES", np.array([[b] for b in encoded[s:e]], dtype=np.object_), s,
+                    items[s:e]) for s, e in bounds]
+
+
+# Messages of a server that is restarting a model: the request may succeed once it is back.
+_RECOVERING = ("is not healthy", "unknown model", "is not ready", "unavailable")
+
+
+def classify(error: Exception, request: Request | None) -> MmserveError:
+    """Map a tritonclient/transport error to the SDK's exception types (by status; per-item errors by code)."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(error, MmserveError):
+        return error
+    if not isinstance(error, InferenceServerException):
+        if isinstance(error, (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError)):
+            if isinstance(error, TimeoutError) or "timed out" in str(error).lower():
+                return RequestTimeoutError(f"no answer within the timeout: {error}")
+            return ServerUnavailableError(f"server unreachable: {error}")
+        return MmserveError(f"{type(error).__name__}: {error}")
+    status, message = str(error.status() or ""), error.message() or str(error)
+    lowered = message.lower()
+    if "UNAUTHENTICATED" in status or status in ("401", "403"):
+        return AuthenticationError(message)
+    if "queue size" in message or status == "429":
+        return OverloadedError(message)
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message or "timed out" in message:
+        return RequestTimeoutError(message)
+    if status == "413" or ("RESOURCE_EXHAUSTED" in status and "too large" in lowered):
+        return InvalidInputError(f"{message} (a smaller batch_size or max_request_bytes helps)")
+    if "RESOURCE_EXHAUSTED" in status:
+        return OverloadedError(message)
+    if ("UNAVAILABLE" in status or status in ("503", "502", "504") or "failed to connect" in lowered
+            or any(marker in lowered for marker in _RECOVERING)):
+        return ServerUnavailableError(f"server unavailable: {message}")
+    if "INVALID_ARGUMENT" in status or status == "400":
+        return _refused(message, request)
+    return MmserveError(message)
+
+
+def _refused(message: str, request: Request | None) -> InvalidInputError:
+    items = from_wire(message)
+    if not items or request is None or any(e.index is not None and e.index >= len(request.items) for e in items):
+        return InvalidInputError(message)
+    # Indices in the request -> indices in the caller's list.
+    shifted = [e if e.index is None else dataclasses.replace(e, index=request.offset + e.index) for e in items]
+    error = InvalidInputError.for_items(request.kind, shifted)
+    error.item = None if items[0].index is None else request.items[items[0].index]
+    return error
+
+
+def retry_delay(options: ClientOptions, raw: Exception, request: Request | None, attempt: int) -> float:
+    """Seconds to wait before retrying after `raw`; raises its classified error when it is not worth a retry."""
+    error = classify(raw, request)
+    if not isinstance(error, (ServerUnavailableError, OverloadedError)) or attempt >= options.retries:
+        raise error from raw
+    return options.backoff_s * (2**attempt) * (0.5 + random.random())
+
+
+def embeddings(results: list[np.ndarray], dim: int) -> np.ndarray:
+    if not results:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(results), dtype=np.float32)
+
+
+def progress_bar(requests: list[Request], enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=sum(len(r.array) for r in requests), disable=not enabled, unit="item", dynamic_ncols=True,
+                leave=False)
+
+
+def health_or_down(error: Exception) -> Health:
+    """A health check that failed: "not live" when the server is unreachable, else the error."""
+    classified = classify(error, None)
+    if not isinstance(classified, ServerUnavailableError):
+        raise classified from error
+    return Health(live=False, ready=False, models={})
+
+
+Preprocess = Literal["server", "local"]
