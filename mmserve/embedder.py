@@ -1,4 +1,9 @@
-"""In-process embedding: preprocessing, tokenization and both towers on this CPU.
+"""The `Embedder` protocol, and in-process embedding: preprocessing, tokenization and both towers on this CPU.
+
+An `Embedder` turns texts and images into L2-normalised vectors of one shared
+space; `mmserve.Client` (remote, through Triton) and `LocalEmbedder`
+(in-process) are the two that exist, and search and folder indexing take
+either.
 
 `LocalEmbedder` is what the CLI and the demo use before (and besides) a Triton
 server: the same exported towers, the same preprocessing and tokenizer, called
@@ -9,16 +14,25 @@ exported first (`mmserve export`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, is_current
-from mmserve.models.clip import ClipModelInfo
-from mmserve.modalities.image import ImageLimits, ImagePreprocessor
-from mmserve.runtimes import load_tower
 from mmserve.config import Settings
-from mmserve.modalities.text import ClipTokenizer, trim_padding
+from mmserve.models.clip import ClipModelInfo
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, is_current
+from mmserve.modalities.image import ImageInput, ImageLimits, ImagePreprocessor, encode_image
+from mmserve.modalities.text import ClipTokenizer, check_texts, trim_padding
+from mmserve.runtimes import load_tower
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 `[N, D]`, one row per text."""
+
+    def embed_images(self, images: Sequence[ImageInput], *, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 `[N, D]` for paths, encoded bytes, PIL images or uint8 arrays."""
 
 
 class LocalEmbedder:
@@ -41,10 +55,11 @@ class LocalEmbedder:
     def dim(self) -> int:
         return self.info.embedding_dim
 
-    def embed_images(self, images: Sequence[bytes | str | Path], *, progress: bool = False) -> np.ndarray:
-        """Encoded images (bytes or file paths) to L2-normalised float32 `[N, D]`."""
+    def embed_images(self, images: Sequence[ImageInput], *, progress: bool = False) -> np.ndarray:
+        """Paths, encoded bytes, PIL images or uint8 arrays to L2-normalised float32 `[N, D]`."""
         del progress  # in-process batches are quick; the signature matches mmserve.Client
-        return self._batched(images, lambda chunk: self.image_tower(self.preprocess(chunk)))
+        encoded = [encode_image(image, index) for index, image in enumerate(images)]
+        return self._batched(encoded, lambda chunk: self.image_tower(self.preprocess(chunk)))
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed uint8 `[N, H, W, 3]` batches to embeddings."""
@@ -53,8 +68,11 @@ class LocalEmbedder:
                              f"{pixels.dtype} {list(pixels.shape)}")
         return self._batched(pixels, lambda chunk: self.image_tower(np.ascontiguousarray(chunk)))
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Strings to L2-normalised float32 `[N, D]`."""
+        del progress
+        check_texts(texts)
+
         def run(chunk: Sequence[str]) -> np.ndarray:
             ids = trim_padding(self.tokenizer(list(chunk)), self.info.eos_token_id)
             return self.text_tower(ids)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from mmserve.index import Index, IndexLockedError, ItemMetadata
+from mmserve.index import Index, IndexBackend, IndexLockedError, ItemMetadata, index_exists, open_index
 
 DIM = 48
 
@@ -33,6 +33,26 @@ def clustered(count: int, seed: int, dim: int = DIM, clusters: int = 50) -> np.n
 def reference_top(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
     scores = vectors.astype(np.float64) @ query.astype(np.float64)
     return [int(i) for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_open_index_creates_opens_and_views_through_the_backend_protocol(tmp_path):
+    path = tmp_path / "index"
+    assert not index_exists(path)
+    with pytest.raises(FileNotFoundError):
+        open_index(path)
+    vectors = unit_rows(3, 0)
+    with open_index(path, DIM, storage="i8") as index:
+        assert isinstance(index, IndexBackend)
+        keys = index.add(vectors, [{"uri": "a"}, {"uri": "b", "tags": ["x"]}, {"content_hash": "h"}])
+        index.save()
+    assert index_exists(path)
+    with open_index(path, view=True) as view:
+        assert isinstance(view, IndexBackend) and len(view) == 3 and view.dim == DIM
+        assert [h.key for h in view.search(vectors[0], 1, tags=["x"])] == [keys[1]]
+        assert view.find_hashes(["h", "missing"]) == {"h": int(keys[2])} and view.tags() == {"x": 1}
+        assert view.get(int(keys[0])).uri == "a"
+    with pytest.raises(ValueError, match="48-dimensional"):
+        open_index(path, DIM + 1)
 
 
 def test_add_get_update_remove_and_reopen(tmp_path):
@@ -166,9 +186,9 @@ def test_killing_a_writer_at_random_points_never_corrupts_the_index(tmp_path):
             assert count % batch == 0 and count >= last
             keys = index.keys()
             assert list(keys) == list(range(count))
-            records = index._records([int(k) for k in keys])
+            records = index.records(keys)
             assert sorted(records) == list(keys) and all(records[k].uri == f"item-{k}" for k in records)
-            assert len(index._hnsw) == count
+            assert len(index.ann.graph) == count
             for key in rng.sample(range(count), 5):
                 expected = np.random.default_rng(key).standard_normal(DIM)
                 expected /= np.linalg.norm(expected)
@@ -177,8 +197,8 @@ def test_killing_a_writer_at_random_points_never_corrupts_the_index(tmp_path):
                 # The HNSW file holds the same vector under the same key. (Not asserted: that an
                 # approximate search finds it; usearch misses ~0.3% of exact duplicates here even
                 # when built in one process, so that would be a flaky test, not a crash check.)
-                assert index._hnsw.contains(key)
-                stored = np.asarray(index._hnsw.get(key), np.float32)
+                assert index.ann.graph.contains(key)
+                stored = np.asarray(index.ann.graph.get(key), np.float32)
                 assert float(stored @ expected) / float(np.linalg.norm(stored)) > 0.999
             last = count
     assert last > 0

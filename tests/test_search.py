@@ -12,8 +12,9 @@ import pytest
 import mmserve
 from mmserve.dev import synthetic as S
 from mmserve.dev.demo import _parse_query, write_gallery
-from mmserve.index import Index
-from mmserve.search import Search
+from mmserve.embedder import Embedder
+from mmserve.index import Index, open_index
+from mmserve.search import Search, index_files
 
 QUERIES = ("a red circle", "a large blue square", "a green triangle on the left", "a small yellow cross",
            "a purple circle at the top", "an orange square in the center")
@@ -109,6 +110,26 @@ def test_search_api_with_a_python_index(server, search_gallery, tmp_path):
             hits = Search(client, index).search_image(files[0], 3)
             assert hits[0].record.uri == str(files[0])
             assert len(Search(client, index).search_text("a red circle", 4, tags=["png"])) == 4
+
+
+def test_folder_indexing_and_search_take_any_embedder(server, local_embedder, search_gallery, tmp_path):
+    """The same folder indexed through the server and in-process: same report, same answers."""
+    directory, _ = search_gallery
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    files = sorted(directory.glob("*.png"))[:40]
+    files.insert(7, broken)
+    answers = {}
+    with mmserve.Client(server.grpc_url) as client:
+        for name, embedder in (("remote", client), ("local", local_embedder)):
+            assert isinstance(embedder, Embedder)
+            with open_index(tmp_path / name, local_embedder.dim) as index:
+                report = index_files(index, embedder, files, batch_size=16)
+                assert report.added == 40 and [path for path, _ in report.failed] == [broken], report
+                assert "PNG" in report.failed[0][1]
+                assert index_files(index, embedder, files).skipped == 40
+                answers[name] = [hit.record.uri for hit in Search(embedder, index).search_text("a red circle", 5)]
+    assert answers["remote"] == answers["local"]
 
 
 def test_cli_reports_a_missing_index_and_an_unreachable_server(tmp_path, port_factory):

@@ -41,7 +41,7 @@ def bench_command(
         client.model_summary()  # fail fast, with a clear error, when the server is not there
     sample_images, texts = loadtest.sample_payloads()
     if images is not None:
-        from mmserve.indexing import find_images
+        from mmserve.search import find_images
 
         sample_images = [path.read_bytes() for path in find_images([images])[:256]]
     payloads = loadtest.Payloads(workload, sample_images, texts)

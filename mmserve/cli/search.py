@@ -36,14 +36,14 @@ def index_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mmserve.index import Index
-    from mmserve.indexing import find_images, index_files
+    from mmserve.index import open_index
+    from mmserve.search import find_images, index_files
 
     files = find_images(paths)
     with connect(settings) as client:
         summary = client.model_summary()
-        store = Index.open_or_create(settings.index, summary.embedding_dim, storage=storage,
-                                     model=f"dim {summary.embedding_dim}, image {summary.image_size}px")
+        store = open_index(settings.index, summary.embedding_dim, storage=storage,
+                           model=f"dim {summary.embedding_dim}, image {summary.image_size}px")
         with store, Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                              console=err, transient=True) as bar:
             task = bar.add_task("files", total=len(files))
@@ -71,12 +71,12 @@ def search(
     *, settings: Settings,
 ) -> None:
     """Search the index with a text or an image; best matches first."""
-    from mmserve.index import Index
+    from mmserve.index import open_index
     from mmserve.search import Search
 
     if (text is None) == (image is None):
         raise typer.BadParameter("give a text or --image FILE (one of them)")
-    with Index.open(settings.index, view=True) as store, connect(settings) as client:
+    with open_index(settings.index, view=True) as store, connect(settings) as client:
         finder = Search(client, store)
         hits = finder.search_text(text, k, tags=tag) if text is not None else finder.search_image(image, k, tags=tag)
     if as_json:
@@ -141,11 +141,12 @@ def info(*, settings: Settings) -> None:
 
 
 def _index_rows(path: Path) -> list[tuple[str, str]]:
-    from mmserve.index import Index
+    from mmserve.index import index_exists, open_index
 
-    if not (path / "CURRENT").is_file():
+    if not index_exists(path):
         return [("index", f"{path} (none yet: mmserve index FOLDER)")]
-    with Index.open(path, view=True) as store:
+    with open_index(path, view=True) as store:
+        storage = getattr(store, "storage", None)
         return [("index", str(path)), ("index size", f"{len(store)} images"),
-                ("index vectors", f"{store.dim} dimensions, {store.storage} storage"),
+                ("index vectors", f"{store.dim} dimensions" + (f", {storage} storage" if storage else "")),
                 ("index model", store.model or "unknown")]

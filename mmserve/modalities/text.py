@@ -112,10 +112,15 @@ def decode_utf8(items: Iterable[bytes | str], max_bytes: int) -> tuple[list[str]
     return texts, errors
 
 
-def encode_texts(texts: Sequence[str]) -> list[bytes]:
-    """The wire's UTF-8 bytes of each text; `InvalidInputError` names every item that is not a str."""
+def check_texts(texts: Sequence[object]) -> None:
+    """`InvalidInputError` naming every item that is not a str."""
     errors = [ItemError(i, ErrorCode.WRONG_TYPE, f"expected str, got {type(t).__name__}")
               for i, t in enumerate(texts) if not isinstance(t, str)]
     if errors:
         raise InvalidInputError.for_items("text", errors, texts)
+
+
+def encode_texts(texts: Sequence[str]) -> list[bytes]:
+    """The wire's UTF-8 bytes of each text (after `check_texts`)."""
+    check_texts(texts)
     return [t.encode("utf-8") for t in texts]
