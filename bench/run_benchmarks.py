@@ -108,7 +108,7 @@ def stage_times(statistics: dict) -> dict[str, dict[str, float]]:
     stages = {}
     for model in statistics["model_stats"]:
         inference = model["inference_stats"]
-        count = int(inference["success"]["count"])
+        count = int(inference.get("success", {}).get("count", 0))  # gRPC JSON omits zeros
         if not count:
             continue
         stages[model["name"]] = {
@@ -290,8 +290,7 @@ def recovery(stack, images, texts) -> dict[str, float]:
         thread.start()
     figures = {}
     try:
-        for part, kind in (("image_preprocess", "image"), ("image_tower", "image"), ("text_tokenize", "text"),
-                           ("text_tower", "text"), ("tritonserver", "image")):
+        for part, kind in (("embed_image", "image"), ("embed_text", "text"), ("tritonserver", "image")):
             wait_ready(stack)
             time.sleep(2.0)
             pid = stack.triton.process.pid if part == "tritonserver" else \
@@ -525,25 +524,18 @@ def _ms(value: float | None) -> str:
 
 def reading(stages, ceilings, mm_image, mm_text, fa_image, fa_text) -> str:
     """A few sentences on where the time goes, from the numbers of this run."""
-    def share(first: str, second: str) -> str:
-        a, b = stages.get(first, {}).get("compute_ms", 0.0), stages.get(second, {}).get("compute_ms", 0.0)
-        return f"{a / (a + b):.0%}" if a + b else "n/a"
-
     sentences = [
-        f"per image request, decoding and resizing take {share('image_preprocess', 'image_tower')} of the "
-        f"server's compute time and the image tower the rest; per text, tokenizing takes "
-        f"{share('text_tokenize', 'text_tower')}.",
-        f"Queueing before the towers ({stages.get('image_tower', {}).get('queue_ms', 0):.1f} ms image, "
-        f"{stages.get('text_tower', {}).get('queue_ms', 0):.1f} ms text, averaged over the run) is the dynamic "
+        f"Queueing before the towers ({stages.get('embed_image', {}).get('queue_ms', 0):.1f} ms image, "
+        f"{stages.get('embed_text', {}).get('queue_ms', 0):.1f} ms text, averaged over the run) is the dynamic "
         "batcher collecting work: batches that large are what lets one tower instance serve many clients.",
         f"The FastAPI server runs one item per forward pass, so its throughput is flat from "
         f"{fa_image['concurrency']} clients on ({fa_image['throughput']:.0f} images/s, "
         f"{fa_text['throughput']:.0f} texts/s) while its latency grows linearly with the queue.",
         f"Through Triton, mmserve keeps {mm_image['throughput'] / ceilings['mmserve runtime images/s']:.0%} of its "
         f"in-process image throughput and {mm_text['throughput'] / ceilings['mmserve runtime texts/s']:.0%} of "
-        "its text throughput; the difference is per-request work (gRPC, the ensemble's two hops through "
-        "Python-backend processes, the load generator itself on the same two cores), which weighs most where "
-        "the model is cheapest.",
+        "its text throughput; the difference is per-request work (gRPC, the hop into the Python-backend process "
+        "that decodes and runs the tower, the load generator itself on the same two cores), which weighs most "
+        "where the model is cheapest (the hop table below prices each hop).",
     ]
     return " ".join(sentences)
 

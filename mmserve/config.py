@@ -25,14 +25,15 @@ class BuildOptions(BaseModel):
     tower_queue_delay_us: int = Field(
         default=2000, ge=0, description="Dynamic batching: how long a tower waits to fill a batch once a request "
         "is queued.")
-    preprocess_queue_delay_us: int = Field(default=500, ge=0, description="The same for decode and tokenize.")
+    preprocess_queue_delay_us: int = Field(default=500, ge=0, description="The same for the standalone "
+                                           "image_preprocess and text_tokenize models.")
     max_queue_size: int | None = Field(
         default=None, ge=1, description="Requests queued per model before new ones are refused at once; default: "
         "two full batches (the front door's in-flight limit, 1.5 batches, refuses first).")
-    tower_instances: int = Field(default=1, ge=1, description="Processes per tower.")
-    preprocess_instances: int = Field(default=1, ge=1, description="image_preprocess processes.")
+    tower_instances: int = Field(default=1, ge=1, description="Processes per tower (embed_image, embed_text).")
+    preprocess_instances: int = Field(default=1, ge=1, description="Processes of the standalone image_preprocess.")
     preprocess_threads: int = Field(
-        default=0, ge=0, description="Decode threads per image_preprocess instance (0: all cores).")
+        default=0, ge=0, description="Decode threads per process that decodes images (0: the thread budget).")
 
 
 class ServeOptions(BaseModel):

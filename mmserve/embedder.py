@@ -13,17 +13,20 @@ exported first (`mmserve export`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from mmserve.config import Settings
+from mmserve.errors import InvalidInputError
+from mmserve.modalities import Modality
+from mmserve.modalities.image import ImageInput, ImageLimits, ImageModality, ImagePreprocessor, encode_image
+from mmserve.modalities.text import ClipTokenizer, TextModality, check_texts
 from mmserve.models.clip import ClipModelInfo
 from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, is_current
-from mmserve.modalities.image import ImageInput, ImageLimits, ImagePreprocessor, encode_image
-from mmserve.modalities.text import ClipTokenizer, check_texts, trim_padding
-from mmserve.runtimes import load_tower
+from mmserve.runtimes import TowerRuntime, load_tower
 
 
 @runtime_checkable
@@ -37,17 +40,15 @@ class Embedder(Protocol):
 
 class LocalEmbedder:
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
-        self.info = ClipModelInfo.from_dir(self.settings.model_dir)
-        onnx_dir = self.settings.export_dir()
-        if not is_current(self.settings.model_dir, onnx_dir):
-            raise FileNotFoundError(
-                f"no ONNX export of {self.settings.model_dir} in {onnx_dir}: run `mmserve export` first"
-            )
-        self.tokenizer = ClipTokenizer.from_model_dir(self.settings.model_dir)
-        s = self.settings
+        self.settings = s = settings or Settings()
+        self.info = ClipModelInfo.from_dir(s.model_dir)
+        onnx_dir = s.export_dir()
+        if not is_current(s.model_dir, onnx_dir):
+            raise FileNotFoundError(f"no ONNX export of {s.model_dir} in {onnx_dir}: run `mmserve export` first")
+        self.tokenizer = ClipTokenizer.from_model_dir(s.model_dir)
         limits = ImageLimits(max_encoded_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-        self.preprocess = ImagePreprocessor(self.info, exact=s.exact_preprocessing, limits=limits)
+        self.images = ImageModality(ImagePreprocessor(self.info, exact=s.exact_preprocessing, limits=limits))
+        self.texts = TextModality(self.tokenizer, self.info.vocab_size, s.max_text_bytes)
         self.image_tower = load_tower(onnx_dir / IMAGE_TOWER_FILE, s.runtime, s.threads, s.precision)
         self.text_tower = load_tower(onnx_dir / TEXT_TOWER_FILE, s.runtime, s.threads, s.precision)
 
@@ -55,37 +56,37 @@ class LocalEmbedder:
     def dim(self) -> int:
         return self.info.embedding_dim
 
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        return (self.info.image_size, self.info.image_size, 3)
+
     def embed_images(self, images: Sequence[ImageInput], *, progress: bool = False) -> np.ndarray:
         """Paths, encoded bytes, PIL images or uint8 arrays to L2-normalised float32 `[N, D]`."""
         del progress  # in-process batches are quick; the signature matches mmserve.Client
         encoded = [encode_image(image, index) for index, image in enumerate(images)]
-        return self._batched(encoded, lambda chunk: self.image_tower(self.preprocess(chunk)))
+        return self._embed(self.images, self.image_tower, encoded, self.images.decode, images)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed uint8 `[N, H, W, 3]` batches to embeddings."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != self.pixel_shape:
             raise ValueError(f"expected uint8 [N, {', '.join(map(str, self.pixel_shape))}], got "
                              f"{pixels.dtype} {list(pixels.shape)}")
-        return self._batched(pixels, lambda chunk: self.image_tower(np.ascontiguousarray(chunk)))
+        return self._embed(self.images, self.image_tower, pixels, lambda chunk: ({"pixels": chunk}, []), pixels)
 
     def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Strings to L2-normalised float32 `[N, D]`."""
         del progress
         check_texts(texts)
+        return self._embed(self.texts, self.text_tower, texts, lambda chunk: (self.texts.tokenize(chunk), []), texts)
 
-        def run(chunk: Sequence[str]) -> np.ndarray:
-            ids = trim_padding(self.tokenizer(list(chunk)), self.info.eos_token_id)
-            return self.text_tower(ids)
-
-        return self._batched(texts, run)
-
-    @property
-    def pixel_shape(self) -> tuple[int, int, int]:
-        return (self.info.image_size, self.info.image_size, 3)
-
-    def _batched(self, items, run) -> np.ndarray:
-        if len(items) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _embed(self, modality: Modality, tower: TowerRuntime, items, decode, originals) -> np.ndarray:
+        """Batches of `settings.batch_size`: decode, then the tower; the first batch with a refused item raises."""
         size = self.settings.batch_size
-        parts = [run(items[i : i + size]) for i in range(0, len(items), size)]
+        parts = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(items), size):
+            rows, errors = decode(items[start : start + size])
+            if errors:
+                shifted = [dataclasses.replace(e, index=e.index + start) for e in errors]
+                raise InvalidInputError.for_items(modality.kind, shifted, originals)
+            parts.append(tower.run(modality.batch([rows])))
         return np.concatenate(parts).astype(np.float32, copy=False)

@@ -23,8 +23,8 @@ def test_a_minute_of_mixed_load_with_bad_inputs(triton_repository, bundled_setti
     assert report.valid_errors == 0, report.first_valid_error
     assert report.bad_requests > 50 and report.bad_accepted == 0
     names = {p.name for p in report.processes}
-    assert {"supervisor", "tritonserver", "nginx master", "model image_preprocess", "model image_tower",
-            "model text_tokenize", "model text_tower"} <= names, names
+    assert {"supervisor", "tritonserver", "nginx master", "model embed_image", "model embed_text",
+            "model image_preprocess", "model text_tokenize"} <= names, names
     assert any(name.startswith("nginx worker") for name in names)
     for process in report.processes:
         assert process.samples >= 50, process

@@ -82,8 +82,8 @@ def serve(
     out.print(f"ready in {time.perf_counter() - t:.1f} s{tls}; {access}\n"
               f"  gRPC     {supervisor.grpc_url}\n  HTTP     {supervisor.http_url}\n"
               f"  metrics  {supervisor.metrics_url}\n"
-              "models: embed_image, embed_text (ensembles); image_tower, text_tower, image_preprocess, "
-              "text_tokenize\nCtrl-C stops the server.")
+              "models: embed_image, embed_text (decode + tower); image_tower, text_tower (the towers alone); "
+              "image_preprocess, text_tokenize\nCtrl-C stops the server.")
     sys.stdout.flush()
     code = supervisor.run(stop)
     out.print("shutting down ...")
@@ -132,6 +132,8 @@ def demo(
         executions = batch_counts(statistics)
         for model in statistics["model_stats"]:
             sizes = executions[model["name"]]
-            requests = int(model["inference_stats"]["success"]["count"])
+            requests = int(model.get("inference_stats", {}).get("success", {}).get("count", 0))  # 0s are omitted
+            if not requests:
+                continue
             out.print(f"  {model['name']:<17} {requests:>5} requests in {sum(sizes.values()):>4} executions, "
                       f"largest batch {max(sizes, default=0)}")

@@ -45,10 +45,11 @@ class ModelSummary(BaseModel):
 
     @classmethod
     def from_configs(cls, configs: dict[str, dict]) -> ModelSummary:
-        image, text = configs[IMAGE_TOWER], configs[TEXT_TOWER]
+        image, text = configs[IMAGE_MODEL], configs[TEXT_MODEL]
+        pixels = next(spec for spec in configs[IMAGE_TOWER]["input"] if spec["name"] == "pixels")
         return cls(
             embedding_dim=int(image["output"][0]["dims"][0]),
-            image_size=int(image["input"][0]["dims"][0]),
+            image_size=int(pixels["dims"][0]),
             resize_shortest_edge=int(_parameters(image)["resize_shortest_edge"]),
             resample=_parameters(image)["resample"],
             context_length=int(_parameters(text)["context_length"]),

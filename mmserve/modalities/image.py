@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 from mmserve import _C
 from mmserve.errors import ErrorCode, InvalidInputError, ItemError
 from mmserve.models.clip import ClipModelInfo
+from mmserve.modalities import Rows
 
 ImageInput = Any  # str | Path | bytes | PIL.Image.Image | numpy uint8 [H, W, 3] or [H, W]
 
@@ -132,6 +133,32 @@ class ImagePreprocessor:
             raise InvalidInputError.for_items("image", errors, images)
         return batch
 
+
+
+class ImageModality:
+    """Images for an image tower: encoded JPEG/PNG -> uint8 pixels `[S, S, 3]` (the `Modality` interface)."""
+
+    kind, encoded_input, tensor_inputs = "image", "image", ("pixels",)
+
+    def __init__(self, preprocessor: ImagePreprocessor) -> None:
+        self.preprocessor = preprocessor
+        self.shape = (preprocessor.crop, preprocessor.crop, 3)
+
+    def decode(self, items: Sequence[bytes]) -> tuple[Rows, list[ItemError]]:
+        # Only bytes: a str would be read as a file path by the preprocessor.
+        data = [item if isinstance(item, bytes) else b"" for item in items]
+        pixels, errors = self.preprocessor.preprocess_lenient(data, np.empty((len(data), *self.shape), np.uint8))
+        return {"pixels": pixels}, errors
+
+    def accept(self, tensors: Mapping[str, np.ndarray]) -> tuple[Rows, list[ItemError]]:
+        return {"pixels": tensors["pixels"]}, []  # Triton has checked dtype and shape against the config
+
+    def batch(self, parts: Sequence[Rows]) -> np.ndarray:
+        arrays = [part["pixels"] for part in parts]
+        return np.ascontiguousarray(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+
+    def warm_up_batches(self, max_batch_size: int) -> list[np.ndarray]:
+        return [np.zeros((size, *self.shape), dtype=np.uint8) for size in sorted({1, max_batch_size})]
 
 
 def encode_image(image: ImageInput, index: int = 0) -> bytes:

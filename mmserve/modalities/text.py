@@ -16,13 +16,15 @@ The vocabulary and the context length come from the model directory
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mmserve import _C
 from mmserve.errors import ErrorCode, InvalidInputError, ItemError
+from mmserve.modalities import Rows
 from mmserve.models.clip import BpeVocabulary, ClipModelInfo, load_vocabulary
 
 
@@ -124,3 +126,97 @@ def encode_texts(texts: Sequence[str]) -> list[bytes]:
     """The wire's UTF-8 bytes of each text (after `check_texts`)."""
     check_texts(texts)
     return [t.encode("utf-8") for t in texts]
+
+
+def length_buckets(context_length: int, step: int = 4) -> list[int]:
+    """Sequence lengths the text tower runs at: 8, 12, 16, ... (every `step`) and the context length.
+
+    Fine steps matter: captions of 17 tokens run at 20 positions, not 32 (measured on ViT-B/32: 83 texts/s at
+    32 positions, 166 at 16); OpenVINO handles the few dozen shapes without recompiling.
+    """
+    return [*range(8, context_length, step), context_length]
+
+
+class TextModality:
+    """Texts for a CLIP text tower: UTF-8 -> token ids and lengths (the `Modality` interface).
+
+    A batch is cut after its longest end-of-text position, rounded up to one of
+    `length_buckets` (so the runtime sees few shapes): the tower is causal and
+    pools at end-of-text, so the embeddings are identical and a batch of short
+    queries costs a fraction of the full context.
+    """
+
+    kind, encoded_input, tensor_inputs = "text", "text", ("token_ids", "lengths")
+
+    def __init__(self, tokenizer: ClipTokenizer, vocab_size: int, max_text_bytes: int = 64 << 10) -> None:
+        self.tokenizer = tokenizer
+        self.context_length = tokenizer.context_length
+        self.eos_token_id = tokenizer.eos_token_id
+        self.vocab_size = vocab_size
+        self.max_text_bytes = max_text_bytes
+        self.buckets = length_buckets(self.context_length)
+
+    @classmethod
+    def from_model_dir(cls, path: str | Path, max_text_bytes: int = 64 << 10) -> TextModality:
+        return cls(ClipTokenizer.from_model_dir(path), ClipModelInfo.from_dir(path).vocab_size, max_text_bytes)
+
+    def decode(self, items: Sequence[bytes]) -> tuple[Rows, list[ItemError]]:
+        texts, errors = decode_utf8(items, self.max_text_bytes)
+        return self.tokenize(texts), errors
+
+    def tokenize(self, texts: Sequence[str]) -> Rows:
+        ids, lengths = self.tokenizer.tokenize(list(texts))
+        return {"token_ids": ids, "lengths": lengths.astype(np.int32, copy=False)}
+
+    def accept(self, tensors: Mapping[str, np.ndarray]) -> tuple[Rows, list[ItemError]]:
+        ids = tensors["token_ids"]
+        lengths = tensors.get("lengths")
+        lengths = None if lengths is None else lengths.reshape(-1)
+        errors = self.check(ids, lengths)
+        if errors:
+            return {}, errors
+        if lengths is None:  # through end-of-text, or the whole row if it has none
+            is_eos = ids == self.eos_token_id
+            lengths = np.where(is_eos.any(axis=1), np.argmax(is_eos, axis=1) + 1, ids.shape[1]).astype(np.int32)
+        return {"token_ids": ids, "lengths": lengths}, []
+
+    def check(self, ids: np.ndarray, lengths: np.ndarray | None) -> list[ItemError]:
+        """The rows (or, index None, the request) that the tower cannot take."""
+        if ids.shape[1] == 0 or ids.shape[1] > self.context_length:
+            return [ItemError(None, ErrorCode.INVALID_TOKENS,
+                              f"token_ids has {ids.shape[1]} positions; this model takes 1 to {self.context_length}")]
+        if lengths is not None and len(lengths) != len(ids):
+            return [ItemError(None, ErrorCode.INVALID_TOKENS,
+                              f"lengths has {len(lengths)} values for {len(ids)} rows of token_ids")]
+        errors = []
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        for row in np.flatnonzero(bad.any(axis=1)):
+            errors.append(ItemError(int(row), ErrorCode.INVALID_TOKENS,
+                                    f"token ids must be in [0, {self.vocab_size}); got {ids[row][bad[row]][0]}"))
+        if lengths is not None:
+            for row in np.flatnonzero((lengths < 1) | (lengths > ids.shape[1])):
+                errors.append(ItemError(int(row), ErrorCode.INVALID_TOKENS,
+                                        f"length {lengths[row]} is outside [1, {ids.shape[1]}]"))
+        return sorted(errors, key=lambda e: e.index)
+
+    def batch(self, parts: Sequence[Rows]) -> np.ndarray:
+        needed = max(int(part["lengths"].max()) for part in parts)
+        width = self.buckets[bisect.bisect_left(self.buckets, needed)]
+        batch = np.zeros((sum(len(part["token_ids"]) for part in parts), width), dtype=np.int32)
+        row = 0
+        for part in parts:
+            ids = part["token_ids"]
+            keep = min(width, ids.shape[1])
+            batch[row : row + len(ids), :keep] = ids[:, :keep]
+            row += len(ids)
+        return batch
+
+    def warm_up_batches(self, max_batch_size: int) -> list[np.ndarray]:
+        """Every length at batch 1, and the largest batch at the longest length (the largest buffers)."""
+        batches = []
+        for batch_size, widths in ((1, self.buckets), (max_batch_size, self.buckets[-1:])):
+            for width in widths:
+                ids = np.zeros((batch_size, width), dtype=np.int32)
+                ids[:, width - 1] = self.eos_token_id
+                batches.append(ids)
+        return batches

@@ -1,44 +1,113 @@
-"""CPU runtimes for an exported tower, behind one small interface.
+"""Tower runtimes: the protocol every runtime implements, and the registry Triton's repository builder reads.
 
-A `TowerRuntime` takes the tower's single input array and returns its
-`embedding [B, D]`. OpenVINO is the default on CPUs (measured faster than ONNX
-Runtime here: see README, Benchmarks); ONNX Runtime is the portable fallback.
-TensorRT engines are served by Triton itself on GPU hosts and are not loaded
-in-process.
+A tower is an exported model with one input (uint8 pixels `[B, S, S, 3]`, or
+int32 token ids `[B, L]`) and one output, L2-normalised `embedding [B, D]`.
+A `TowerRuntime` runs one in this process: `run(batch)`, what input it takes
+(`input`), the largest batch it accepts, what it warms up with and what
+precision it actually computes in.
+
+How Triton hosts a tower depends on the runtime (`Runtime.triton_backend`):
+
+- "python": the runtime is a library mmserve loads inside its own Triton Python models (OpenVINO, ONNX
+  Runtime on CPUs), so decoding or tokenizing and the tower share one process and one request hop;
+- any other value names a native Triton backend that serves the tower itself (TensorRT engines on NVIDIA
+  GPUs); mmserve's Python models then only decode or tokenize, and an ensemble feeds the native tower.
+
+OpenVINO is the default on CPUs (measured faster than ONNX Runtime here: see README, Benchmarks).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-RUNTIMES = ("openvino", "onnxruntime")
-
-
-class TowerRuntime(Protocol):
-    name: str
-
-    def __call__(self, inputs: np.ndarray) -> np.ndarray: ...
-
-
 PRECISIONS = ("auto", "f32", "int8")
 
 
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """A tower's input: name, dtype and shape without the batch dimension (-1: any length)."""
+
+    name: str
+    dtype: type[np.generic]
+    shape: tuple[int, ...]
+
+
+class TowerRuntime(Protocol):
+    name: str  # the runtime ("openvino", ...)
+    input: InputSpec
+    max_batch_size: int | None  # the largest batch `run` takes (None: any)
+
+    @property
+    def precision(self) -> str:
+        """What the tower computes in on this host ("f32", "bf16", "int8 weights, bf16 activations", ...)."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 `embedding [B, D]` of one batch of `input`."""
+
+    def warm_up(self, batches: Iterable[np.ndarray]) -> None:
+        """Run these batches once so later calls of their shapes pay no compilation or allocation."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """A runtime mmserve knows: how to load a tower in this process, and how Triton hosts it."""
+
+    name: str
+    triton_backend: str  # "python": loaded by mmserve's Python models; else a native Triton backend
+    precisions: tuple[str, ...]
+    load: Callable[[Path, int | None, str], TowerRuntime]
+    devices: str = "cpu"
+
+
+def _openvino(path: Path, threads: int | None, precision: str) -> TowerRuntime:
+    from mmserve.runtimes.openvino import OpenVinoTower
+
+    return OpenVinoTower(path, threads, precision)
+
+
+def _onnxruntime(path: Path, threads: int | None, precision: str) -> TowerRuntime:
+    from mmserve.runtimes.onnxruntime import OnnxRuntimeTower
+
+    return OnnxRuntimeTower(path, threads, precision)
+
+
+REGISTRY: dict[str, Runtime] = {
+    "openvino": Runtime("openvino", "python", PRECISIONS, _openvino),
+    "onnxruntime": Runtime("onnxruntime", "python", ("auto", "f32"), _onnxruntime),
+}
+RUNTIMES = tuple(REGISTRY)
+
+
+def runtime(name: str) -> Runtime:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise LookupError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIMES)}") from None
+
+
 def load_tower(
-    onnx_path: str | Path, runtime: str = "openvino", threads: int | None = None, precision: str = "auto"
+    onnx_path: str | Path, runtime_name: str = "openvino", threads: int | None = None, precision: str = "auto"
 ) -> TowerRuntime:
-    """`precision`: "auto" (the runtime's default: bf16 where the CPU has it), "f32",
-    or "int8" (OpenVINO: uint8 weights, activations quantized on the fly)."""
+    """A tower in this process. `precision`: "auto" (the runtime's default: bf16 where the CPU has it),
+    "f32", or "int8" (OpenVINO: uint8 weights, activations quantized on the fly)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if runtime == "openvino":
-        from mmserve.runtimes.openvino import OpenVinoTower
+    chosen = runtime(runtime_name)
+    if precision not in chosen.precisions:
+        raise ValueError(f"precision {precision!r} needs the openvino runtime" if precision == "int8" else
+                         f"runtime {runtime_name} supports precision {', '.join(chosen.precisions)}")
+    return chosen.load(Path(onnx_path), threads, precision)
 
-        return OpenVinoTower(onnx_path, threads, precision)
-    if runtime == "onnxruntime":
-        from mmserve.runtimes.onnxruntime import OnnxRuntimeTower
 
-        return OnnxRuntimeTower(onnx_path, threads, precision)
-    raise LookupError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+_NUMPY_TYPES = {"tensor(uint8)": np.uint8, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+                "u8": np.uint8, "i32": np.int32, "f32": np.float32}
+
+
+def numpy_type(name: str) -> type[np.generic]:
+    """numpy type of an ONNX ("tensor(uint8)") or OpenVINO ("u8") element type name."""
+    return _NUMPY_TYPES[name]

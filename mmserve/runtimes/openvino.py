@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from mmserve.runtimes import InputSpec, numpy_type
 
 # Activations are quantized on the fly per group of this many input channels
 # (OpenVINO's CPU default, set explicitly so the choice is ours).
@@ -13,6 +16,7 @@ DYNAMIC_QUANTIZATION_GROUP = 32
 
 class OpenVinoTower:
     name = "openvino"
+    max_batch_size = None
 
     def __init__(self, onnx_path: str | Path, threads: int | None = None, precision: str = "auto") -> None:
         import openvino as ov
@@ -28,13 +32,32 @@ class OpenVinoTower:
         elif precision == "int8":
             compress_matmul_weights(model)
             config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP
+        self._requested = precision
         self._compiled = core.compile_model(model, "CPU", config)
         self._output = self._compiled.output(0)
+        port = self._compiled.input(0)
+        shape = port.get_partial_shape()
+        # The ONNX input name (OpenVINO also attaches the names of internal tensors, which start with "/").
+        name = min(port.get_names(), key=lambda n: (n.startswith("/"), n))
+        self.input = InputSpec(name, numpy_type(port.get_element_type().get_type_name()),
+                               tuple(d.get_length() if d.is_static else -1 for d in list(shape)[1:]))
 
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+    @property
+    def precision(self) -> str:
+        """The precision OpenVINO chose for compute on this CPU (bf16 on AMX / AVX512-BF16 hosts under "auto")."""
+        compute = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        return f"int8 weights, {compute} activations" if self._requested == "int8" else compute
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
         request = self._compiled.create_infer_request()
-        result = request.infer([inputs])[self._output]
+        result = request.infer([batch])[self._output]
         return np.array(result, dtype=np.float32, copy=True)
+
+    __call__ = run
+
+    def warm_up(self, batches: Iterable[np.ndarray]) -> None:
+        for batch in batches:
+            self.run(batch)
 
 
 def compress_matmul_weights(model) -> int:

@@ -530,13 +530,13 @@ def supervised(repository: Path, options: ServeOptions | None = None, *,
 
 
 def _probe_inputs(config: dict) -> list:
-    """One item for each required input, shaped as the config says (variable dimensions: 8)."""
+    """One item for each required input (or, when every input is optional, the first), shaped as the config says
+    (variable dimensions: 8)."""
     dtypes = {"TYPE_UINT8": (np.uint8, "UINT8"), "TYPE_INT32": (np.int32, "INT32"), "TYPE_INT64": (np.int64, "INT64"),
               "TYPE_FP32": (np.float32, "FP32"), "TYPE_FP16": (np.float16, "FP16")}
+    specs = [spec for spec in config.get("input", []) if not spec.get("optional")] or config.get("input", [])[:1]
     inputs = []
-    for spec in config.get("input", []):
-        if spec.get("optional"):
-            continue
+    for spec in specs:
         dims = [8 if int(d) < 0 else int(d) for d in spec.get("dims", [])]
         shape = [1, *dims] if int(config.get("max_batch_size", 0)) > 0 else dims
         if spec["data_type"] == "TYPE_STRING":

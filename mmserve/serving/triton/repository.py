@@ -1,16 +1,21 @@
 """`mmserve build`: write a Triton model repository for a CLIP model directory.
 
-    image_preprocess   BYTES image -> uint8 pixels            (C++ decode/resize/crop)
-    image_tower        uint8 pixels -> embedding              (exported ONNX on a CPU runtime)
-    embed_image        ensemble: image_preprocess -> image_tower
-    text_tokenize      BYTES UTF-8 -> token ids + lengths     (C++ CLIP BPE)
-    text_tower         token ids -> embedding
-    embed_text         ensemble: text_tokenize -> text_tower
+With a runtime mmserve loads itself (`Runtime.triton_backend == "python"`: OpenVINO, ONNX Runtime):
 
-The configs come from `templates/*.pbtxt`; each Python model's `model.py` is a
-one-line import of its class in `mmserve.serving.triton.models`. The repository is
-self-contained: the ONNX towers and the model's tokenizer/preprocessor files
-are copied (hard-linked where possible) into the version directories.
+    embed_image        BYTES image -> embedding               (C++ decode/resize/crop + the image tower, one process)
+    image_tower        ensemble: uint8 pixels -> embed_image's tower
+    embed_text         BYTES UTF-8 -> embedding               (C++ CLIP BPE + the text tower, one process)
+    text_tower         ensemble: token ids (+ lengths) -> embed_text's tower
+    image_preprocess   BYTES image -> uint8 pixels            (decoding alone)
+    text_tokenize      BYTES UTF-8 -> token ids + lengths     (tokenizing alone)
+
+The configs come from `templates/` (`templates/<backend>/` for the ones that
+depend on how the towers are hosted; a native Triton backend, TensorRT on
+GPUs, brings its own directory there); each Python model's `model.py` is a
+one-line import of its class in `mmserve.serving.triton.models`. The
+repository is self-contained: the ONNX towers and the model's
+tokenizer/preprocessor files are copied (hard-linked where possible) into the
+version directories.
 """
 
 from __future__ import annotations
@@ -21,17 +26,24 @@ import string
 from importlib import resources
 from pathlib import Path
 
-from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
-from mmserve.models.clip import ClipModelInfo
 from mmserve.config import BuildOptions, Settings
+from mmserve.models.clip import ClipModelInfo
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
+from mmserve.runtimes import runtime
 
-PYTHON_MODELS = {
-    "image_preprocess": "mmserve.serving.triton.models.image_preprocess",
-    "text_tokenize": "mmserve.serving.triton.models.text_tokenize",
-    "image_tower": "mmserve.serving.triton.models.tower",
-    "text_tower": "mmserve.serving.triton.models.tower",
+# model -> (template, the Python module behind it or None for an ensemble, the tower file it holds)
+LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
+    "python": {
+        "embed_image": ("python/embed_image.pbtxt", "mmserve.serving.triton.models.encoder", IMAGE_TOWER_FILE),
+        "embed_text": ("python/embed_text.pbtxt", "mmserve.serving.triton.models.encoder", TEXT_TOWER_FILE),
+        "image_tower": ("python/image_tower.pbtxt", None, None),
+        "text_tower": ("python/text_tower.pbtxt", None, None),
+        "image_preprocess": ("image_preprocess.pbtxt", "mmserve.serving.triton.models.preprocess", None),
+        "text_tokenize": ("text_tokenize.pbtxt", "mmserve.serving.triton.models.preprocess", None),
+    },
 }
-ENSEMBLES = ("embed_image", "embed_text")
+# The model names the client and the supervisor know, whatever the layout.
+MODEL_NAMES = ("embed_image", "embed_text", "image_preprocess", "image_tower", "text_tokenize", "text_tower")
 # Small files of a CLIP directory that preprocessing and tokenization read (never the weights).
 MODEL_INFO_FILES = (
     "config.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -40,21 +52,17 @@ MODEL_INFO_FILES = (
 MODEL_INFO_DIR = "clip"
 
 
-def length_buckets(context_length: int, step: int = 4) -> list[int]:
-    """Sequence lengths the text tower runs at: 8, 12, 16, ... (every `step`) and the context length.
-
-    Fine steps matter: captions of 17 tokens run at 20 positions, not 32 (measured on ViT-B/32: 83 texts/s at
-    32 positions, 166 at 16); OpenVINO handles the few dozen shapes without recompiling.
-    """
-    return [*range(8, context_length, step), context_length]
-
-
 def build_repository(settings: Settings, out: Path) -> Path:
     """Export the towers if needed, then write the repository at `out` (replacing generated models).
 
     The configs take the model from `settings.model_dir`, the serving knobs from its `BuildOptions` fields,
     and the runtime, precision, threads, preprocessing mode and input limits from the rest."""
     info = ClipModelInfo.from_dir(settings.model_dir)
+    backend = runtime(settings.runtime).triton_backend
+    if backend not in LAYOUTS:
+        raise LookupError(f"runtime {settings.runtime} is served by Triton's {backend} backend, which this build "
+                          "has no templates for")
+    layout = LAYOUTS[backend]
     onnx_dir = settings.export_dir()
     if not is_current(settings.model_dir, onnx_dir):
         export_towers(settings.model_dir, onnx_dir)
@@ -76,22 +84,20 @@ def build_repository(settings: Settings, out: Path) -> Path:
         "resample": info.resample,
         "embedding_dim": info.embedding_dim,
         "context_length": info.context_length,
-        "eos_token_id": info.eos_token_id,
-        "vocab_size": info.vocab_size,
-        "length_buckets": ",".join(map(str, length_buckets(info.context_length))),
+        "image_tower_file": IMAGE_TOWER_FILE,
+        "text_tower_file": TEXT_TOWER_FILE,
     }
     out.mkdir(parents=True, exist_ok=True)
-    for name in (*PYTHON_MODELS, *ENSEMBLES):
+    for name, (template, module, tower_file) in layout.items():
         model_dir = out / name
         shutil.rmtree(model_dir, ignore_errors=True)
         (model_dir / "1").mkdir(parents=True)
-        (model_dir / "config.pbtxt").write_text(_render(f"{name}.pbtxt", values))
-        if name in PYTHON_MODELS:
-            (model_dir / "1" / "model.py").write_text(_render("model.py.in", {"module": PYTHON_MODELS[name]}))
-        if name in ("image_preprocess", "text_tokenize"):
+        (model_dir / "config.pbtxt").write_text(_render(template, values))
+        if module is not None:
+            (model_dir / "1" / "model.py").write_text(_render("model.py.in", {"module": module}))
             _copy_model_info(settings.model_dir, model_dir / "1" / MODEL_INFO_DIR)
-    _link_or_copy(onnx_dir / IMAGE_TOWER_FILE, out / "image_tower" / "1" / IMAGE_TOWER_FILE)
-    _link_or_copy(onnx_dir / TEXT_TOWER_FILE, out / "text_tower" / "1" / TEXT_TOWER_FILE)
+        if tower_file is not None:
+            _link_or_copy(onnx_dir / tower_file, model_dir / "1" / tower_file)
     return out
 
 

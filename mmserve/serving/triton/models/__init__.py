@@ -7,10 +7,13 @@ gets an error on its own response while the rest of the batch is served.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mmserve.errors import ItemError, to_wire
+from mmserve.modalities import Modality, Rows, take
 
 
 class ModelArgs:
@@ -37,7 +40,42 @@ class ModelArgs:
         return int(self.config["max_batch_size"])
 
 
+def load_modality(model: ModelArgs) -> Modality:
+    """The modality a model's `modality` parameter names, set up from its parameters and model files."""
+    kind = model.parameter("modality")
+    clip_dir = model.version_dir / "clip"
+    if kind == "image":
+        from mmserve.modalities.image import ImageLimits, ImageModality, ImagePreprocessor
+        from mmserve.models.clip import ClipModelInfo
+
+        limits = ImageLimits(max_encoded_bytes=model.int_parameter("max_image_bytes"),
+                             max_pixels=model.int_parameter("max_image_pixels"))
+        preprocessor = ImagePreprocessor(ClipModelInfo.from_dir(clip_dir), exact=model.parameter("exact") == "true",
+                                         limits=limits, threads=model.int_parameter("decode_threads", 0))
+        return ImageModality(preprocessor)
+    if kind == "text":
+        from mmserve.modalities.text import TextModality
+
+        return TextModality.from_model_dir(clip_dir, model.int_parameter("max_text_bytes", 64 << 10))
+    raise ValueError(f"unknown modality {kind!r}")
+
+
 def invalid_input(pb_utils, errors: list[ItemError]):
     """A per-request error that clients see as INVALID_ARGUMENT (gRPC) / 400 (HTTP), its message the
     JSON list of refused items (`mmserve.errors.to_wire`)."""
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(to_wire(errors), pb_utils.TritonError.INVALID_ARG))
+
+
+def decode_requests(pb_utils, modality: Modality, requests: Sequence) -> Iterator[tuple[Rows, list[ItemError]]]:
+    """Per request with the modality's encoded input, in order: its rows, or its refused items (indices in that
+    request). Every item of every request is decoded in one call."""
+    items: list[bytes] = []
+    spans = []
+    for request in requests:
+        values = pb_utils.get_input_tensor_by_name(request, modality.encoded_input).as_numpy().reshape(-1)
+        spans.append((len(items), len(items) + len(values)))
+        items.extend(values)
+    rows, errors = modality.decode(items)
+    for start, end in spans:
+        failed = [dataclasses.replace(e, index=e.index - start) for e in errors if start <= e.index < end]
+        yield ({} if failed else take(rows, start, end)), failed
