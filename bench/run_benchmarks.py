@@ -15,6 +15,8 @@ in one run on this machine:
 - the typical server: transformers CLIPModel + CLIPProcessor behind FastAPI/uvicorn
   (`bench/baselines/fastapi_server.py`), same sweeps;
 - mmserve again with int8 towers (`precision="int8"`): image and text sweeps and the open loop;
+- the price of each hop on ViT-B/32 (`bench/bench_hops.py`): a no-op Python model, an ensemble around it, a
+  two-step ensemble, and each served path, with Triton's per-model statistics, against in-process;
 - in-process ceilings without any server: PyTorch with batching (`bench/baselines/torch_inprocess.py`)
   and mmserve's own runtime (`LocalEmbedder`: C++ preprocessing + OpenVINO, batches of 64), in the
   default precision and int8, with int8's embedding cosine against f32 on the same payloads.
@@ -49,6 +51,8 @@ from mmserve.config import ServeOptions, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench" / "baselines"))
+sys.path.insert(0, str(ROOT / "bench"))
+import bench_hops  # noqa: E402
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
 OPEN_LOOP_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
 OVERHEAD_ROUNDS = 5
@@ -383,7 +387,7 @@ def machine() -> str:
 
 
 def write_markdown(reports: list[dict], out: Path, results_dir: Path, seconds: float, elapsed: float,
-                   image_kb: float) -> None:
+                   image_kb: float, hops: dict | None = None) -> None:
     lines = [
         "# mmserve benchmarks",
         "",
@@ -458,11 +462,14 @@ def write_markdown(reports: list[dict], out: Path, results_dir: Path, seconds: f
         batches = mm_image["mean_batch"]
         stages = report["stages"]
         lines += ["", "Mean batch the models ran at the best image level: " + ", ".join(
-            f"{m} {b:.1f}" for m, b in batches.items() if not m.startswith("embed")) + ".", ""]
+            f"{m} {b:.1f}" for m, b in batches.items()) + ".", ""]
         lines += ["Reading: " + reading(stages, ceilings, mm_image, mm_text, fa_image, fa_text), ""]
         lines += [
             f"![throughput]({results_dir.name}/{name}-throughput.png) "
             f"![latency]({results_dir.name}/{name}-latency.png)", ""]
+    if hops is not None:
+        lines += ["## Hops: what each step of a request costs", "", bench_hops.MARK_START, bench_hops.markdown(hops),
+                  bench_hops.MARK_END, ""]
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -562,8 +569,14 @@ def main() -> int:
         loadtest.plot_closed([s for s in steps if s.workload != "mixed" or s.target == "mmserve gRPC"],
                              results_dir / f"{name}-throughput.png", f"{name}: throughput vs concurrency")
         loadtest.plot_open(steps, results_dir / f"{name}-latency.png", f"{name}: mmserve image latency vs load")
+    hops = None
+    if "vit-b32" in args.models.split(","):
+        log("vit-b32: the price of each hop (bench/bench_hops.py)")
+        hops = bench_hops.measure(Settings(model_dir=model_dirs(["vit-b32"], args.workdir)["vit-b32"]),
+                                  args.seconds, log)
+        (results_dir / "hops.json").write_text(json.dumps(hops, indent=2) + "\n")
     write_markdown(reports, args.out, results_dir, args.seconds, time.perf_counter() - started,
-                   float(np.mean([len(image) for image in images])) / 1024)
+                   float(np.mean([len(image) for image in images])) / 1024, hops)
     log(f"wrote {args.out} in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 

@@ -1,5 +1,7 @@
 """Type stub for the compiled core. Private: use the mmserve package API."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -59,7 +61,7 @@ DEFAULT_MAX_ENCODED_BYTES: int
 DEFAULT_MAX_PIXELS: int
 
 def preprocess_batch(
-    images: list[bytes | bytearray | memoryview],
+    images: Sequence[bytes | bytearray | memoryview],
     size: int,
     crop: int,
     filter: str = "bicubic",
@@ -97,7 +99,7 @@ class ClipTokenizer:
     def clean(self, text: str) -> str:
         """The text after html unescape, whitespace collapse and lowercase."""
     def encode_batch(
-        self, texts: list[str | bytes], context_length: int, threads: int = 0
+        self, texts: Sequence[str | bytes], context_length: int, threads: int = 0
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
         """ids [N, context_length] and lengths up to and including end-of-text (GIL released)."""
 

@@ -18,9 +18,19 @@ from mmserve.models.clip import ClipModelInfo, default_model_dir
 
 __version__ = "0.1.0"
 __all__ = [
-    "AsyncClient", "AuthenticationError", "Client", "ClipModelInfo", "ErrorCode", "InvalidInputError", "ItemError",
-    "MmserveError", "OverloadedError", "RequestTimeoutError", "ServerUnavailableError", "default_model_dir",
+    "AsyncClient",
+    "AuthenticationError",
+    "Client",
+    "ClipModelInfo",
+    "ErrorCode",
+    "InvalidInputError",
+    "ItemError",
+    "MmserveError",
+    "OverloadedError",
+    "RequestTimeoutError",
+    "ServerUnavailableError",
     "__version__",
+    "default_model_dir",
 ]
 _CLIENT_NAMES = {"AsyncClient", "Client"}
 

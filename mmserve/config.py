@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mmserve import _C
 from mmserve.models.clip import default_model_dir
 
 
@@ -100,9 +101,9 @@ class ServeOptions(BaseModel):
         keys = list(self.api_keys)
         if self.api_key_file is not None:
             for line in self.api_key_file.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    keys.append(line)
+                key = line.split("#", 1)[0].strip()
+                if key:
+                    keys.append(key)
         return tuple(dict.fromkeys(keys))
 
 
@@ -135,10 +136,11 @@ class Settings(BaseSettings, BuildOptions, ServeOptions):
         description="True: bit-identical to the Pillow reference; False: large JPEGs decode at reduced DCT scale "
         "first (several times faster, embeddings cosine >= 0.995 vs exact).",
     )
-    max_image_bytes: int = Field(default=64 << 20, ge=1, description="Largest encoded image accepted (64 MiB).")
+    max_image_bytes: int = Field(default=_C.DEFAULT_MAX_ENCODED_BYTES, ge=1,
+                                 description="Largest encoded image accepted (64 MiB).")
     max_image_pixels: int = Field(
-        default=100_000_000, ge=1, description="Largest decoded image accepted (width x height), before decoding."
-    )
+        default=_C.DEFAULT_MAX_PIXELS, ge=1,
+        description="Largest decoded image accepted (width x height, 100 megapixels), before decoding.")
     max_text_bytes: int = Field(
         default=64 << 10, ge=1, description="Largest text accepted (64 KiB of UTF-8; CLIP reads only its first 77 "
         "tokens, a few hundred characters): bounds what one text costs the tokenizer.")

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
-from enum import Enum
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Why an item was refused (stable strings: clients may branch on them)."""
 
     EMPTY = "empty"  # no bytes
@@ -93,8 +93,8 @@ class InvalidInputError(MmserveError, ValueError):
         self.errors = errors or []
 
     @classmethod
-    def for_items(cls, kind: str, errors: list[ItemError], items: Sequence[object] | None = None
-                  ) -> InvalidInputError:
+    def for_items(cls, kind: str, errors: list[ItemError],
+                  items: Sequence[object] | Mapping[int, object] | None = None) -> InvalidInputError:
         """One error for the refused items of a batch, naming each ("image 3: corrupt JPEG ...")."""
         first = errors[0]
         item = None if first.index is None or items is None else items[first.index]

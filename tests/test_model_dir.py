@@ -79,3 +79,21 @@ def test_both_vocabulary_layouts_agree(bundled_model_dir):
     assert hf.merges == open_clip.merges
     assert hf.encoder == open_clip.encoder
     assert len(hf.encoder) == 49408
+
+
+def test_the_weights_are_hashed_once_per_process_until_they_change(tmp_path, bundled_model_dir):
+    import shutil
+
+    from mmserve.config import Settings
+    from mmserve.models import export
+
+    model = tmp_path / "model"
+    shutil.copytree(bundled_model_dir, model)
+    settings = Settings(model_dir=model)
+    before = export._fingerprint.cache_info().misses
+    first = settings.export_dir()
+    export.is_current(model, settings.export_dir())
+    assert export._fingerprint.cache_info().misses == before + 1  # three asks, one hash
+    config = model / "config.json"
+    config.write_text(config.read_text() + " ")  # same content to the model, new bytes to the hash
+    assert settings.export_dir() != first

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 
 # `serve` and `demo` start tritonserver and nginx (fork + exec) while gRPC threads run; gRPC's fork handlers
 # could do nothing for a child that execs at once, and would log a line for every start.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
+import typer
+from rich.console import Console
 
 app = typer.Typer(
     name="mmserve", help="Multimodal (CLIP) embedding server and cross-modal search.", no_args_is_help=True,
@@ -45,7 +44,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
     """Multimodal (CLIP) embedding server and cross-modal search."""
 
 
-from mmserve.cli import serving, search, bench, local  # noqa: E402, F401  (registers the commands, in this order)
+from mmserve.cli import serving, search, bench, local  # noqa: E402, F401  # isort: skip  (registers the commands, in this order)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted.set()
     except typer.Exit as done:
         return done.exit_code
-    except (typer.Abort,):
+    except typer.Abort:
         err.print("aborted")
         return 1
     except (FileNotFoundError, FileExistsError, ValueError, LookupError, PermissionError, MmserveError,
@@ -77,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as error:
         # Usage errors (typer's click exceptions know how to print themselves).
-        if hasattr(error, "show") and isinstance(getattr(error, "exit_code", None), int):
+        exit_code = getattr(error, "exit_code", None)
+        if hasattr(error, "show") and isinstance(exit_code, int):
             error.show()
-            return error.exit_code
+            return exit_code
         raise
     if interrupted.is_set():
         err.print("interrupted")

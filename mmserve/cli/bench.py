@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,7 +45,7 @@ def bench_command(
         from mmserve.search import find_images
 
         sample_images = [path.read_bytes() for path in find_images([images])[:256]]
-    payloads = loadtest.Payloads(workload, sample_images, texts)
+    payloads = loadtest.Payloads(typing.cast(loadtest.Workload, workload), sample_images, texts)
     table = Table("mode", "load", "items/s", "p50 ms", "p90 ms", "p99 ms", "errors", "mean batch (tower)")
 
     def show(step) -> None:

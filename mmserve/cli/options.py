@@ -89,7 +89,7 @@ def _cli_type(annotation):
     if origin is typing.Literal:
         return annotation
     if origin in (tuple, list):
-        return list[_cli_type(args[0])]  # type: ignore[misc]
+        return list[_cli_type(args[0])]
     if args and origin is not None:  # X | None
         return _cli_type(args[0])
     return annotation if annotation in (int, float, str, bool, Path) else str

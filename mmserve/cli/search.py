@@ -125,8 +125,8 @@ def info(*, settings: Settings) -> None:
     exported = is_current(settings.model_dir, settings.export_dir())
     rows = [
         ("model directory", str(model.path)),
-        ("image size", f"{model.image_size} (resize shortest edge to {model.resize_shortest_edge}, "
-                       f"{model.resample})"),
+        ("image size", (f"{model.image_size} (resize shortest edge to {model.resize_shortest_edge}, "
+                        f"{model.resample})")),
         ("mean / std", f"{model.image_mean} / {model.image_std}"),
         ("context length", str(model.context_length)),
         ("embedding dim", str(model.embedding_dim)),

@@ -26,7 +26,7 @@ from mmserve.errors import (
     ServerUnavailableError,
     from_wire,
 )
-from mmserve.modalities.image import ImageInput, encode_image
+from mmserve.modalities.image import ImageInput, ImagePreprocessor, encode_image
 from mmserve.modalities.text import encode_texts
 
 IMAGE_MODEL, TEXT_MODEL, IMAGE_TOWER, TEXT_TOWER = "embed_image", "embed_text", "image_tower", "text_tower"
@@ -88,7 +88,7 @@ class Planner:
 
     def __init__(self, options: ClientOptions) -> None:
         self.options = options
-        self._preprocessor = None
+        self._preprocessor: ImagePreprocessor | None = None
 
     def texts(self, texts: Sequence[str], summary: ModelSummary) -> list[Request]:
         texts = list(texts)
@@ -122,7 +122,7 @@ class Planner:
         return min(self.options.batch_size or server_max, server_max)
 
     def _local_pixels(self, images: list[ImageInput], summary: ModelSummary) -> np.ndarray:
-        from mmserve.modalities.image import ImageGeometry, ImagePreprocessor
+        from mmserve.modalities.image import ImageGeometry
 
         if self._preprocessor is None:
             geometry = ImageGeometry(summary.image_size, summary.resize_shortest_edge, summary.resample)

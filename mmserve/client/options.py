@@ -67,4 +67,4 @@ def split_url(url: str) -> tuple[Literal["grpc", "http"], bool, str]:
         raise ValueError(f"server URL must look like grpc://HOST:PORT or http://HOST:PORT (grpcs://, https:// "
                          f"for TLS), got {url!r}")
     scheme = match.group(1) or "grpc"
-    return ("grpc" if scheme.startswith("grpc") else "http"), scheme.endswith("s"), match.group(2)  # type: ignore
+    return ("grpc" if scheme.startswith("grpc") else "http"), scheme.endswith("s"), match.group(2)

@@ -11,8 +11,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmserve.client.core import MODELS, Health, ModelSummary, Planner, Preprocess, Request, embeddings, \
-    health_or_down, progress_bar, retry_delay
+from mmserve.client.core import (
+    MODELS,
+    Health,
+    ModelSummary,
+    Planner,
+    Preprocess,
+    Request,
+    embeddings,
+    health_or_down,
+    progress_bar,
+    retry_delay,
+)
 from mmserve.client.options import DEFAULT_URL, ClientOptions
 from mmserve.client.transport import Transport
 from mmserve.modalities.image import ImageInput

@@ -19,7 +19,7 @@ import itertools
 import random
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -55,7 +55,8 @@ class Payloads:
             raise ValueError("the image workload needs images")
         if workload in ("text", "mixed") and not texts:
             raise ValueError("the text workload needs texts")
-        kinds = {"image": [("image", x) for x in images], "text": [("text", x) for x in texts]}
+        kinds: dict[str, list[tuple[str, bytes | str]]] = {
+            "image": [("image", x) for x in images], "text": [("text", x) for x in texts]}
         if workload == "mixed":
             items = [pair for pairs in itertools.zip_longest(kinds["image"], kinds["text"]) for pair in pairs if pair]
         else:
@@ -74,7 +75,7 @@ class TritonTarget:
 
         self.options = ClientOptions(url=url, **options)
         self.name, self.protocol = name, self.options.protocol
-        self._transport = None
+        self._transport: Any = None  # a Transport once open
 
     async def open(self) -> None:
         from mmserve.client import Transport
@@ -135,7 +136,7 @@ class RawGrpcTarget(TritonTarget):
 class JsonHttpTarget:
     def __init__(self, url: str, name: str = "fastapi") -> None:
         self.name, self.url, self.protocol = name, url.rstrip("/"), "http"
-        self._session = None
+        self._session: Any = None  # an aiohttp.ClientSession once open
 
     async def open(self) -> None:
         import aiohttp

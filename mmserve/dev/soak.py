@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -48,9 +49,9 @@ class SoakReport(BaseModel):
     processes: list[ProcessMemory]
 
     def lines(self) -> list[str]:
-        rows = [f"{self.requests} requests in {self.seconds:.0f} s ({self.requests / self.seconds:.0f}/s), "
-                f"{self.bad_requests} of them bad; errors on valid inputs: {self.valid_errors}; bad inputs accepted: "
-                f"{self.bad_accepted}",
+        rows = [(f"{self.requests} requests in {self.seconds:.0f} s ({self.requests / self.seconds:.0f}/s), "
+                 f"{self.bad_requests} of them bad; errors on valid inputs: {self.valid_errors}; bad inputs "
+                 f"accepted: {self.bad_accepted}"),
                 f"memory after the first {self.warm_up_s:.0f} s (RSS):"]
         for p in self.processes:
             rows.append(f"  {p.name:<24} {p.rss_start_mb:8.1f} -> {p.rss_end_mb:8.1f} MB   growth {p.growth_mb:+7.1f} MB"
@@ -194,31 +195,33 @@ class ServeProcess:
         for name, port in self.ports.items():
             self.command += [f"--{name}-port", str(port)]
         self.env, self.log = env, log
-        self.process = None
+        self.process: subprocess.Popen[str] | None = None
 
     @property
     def urls(self) -> dict[str, str]:
         return {"grpc": f"grpc://127.0.0.1:{self.ports['grpc']}", "http": f"http://127.0.0.1:{self.ports['http']}"}
 
     def __enter__(self) -> ServeProcess:
-        import subprocess
         import sys
 
         output = open(self.log, "w") if self.log else subprocess.DEVNULL
-        self.process = subprocess.Popen([sys.executable, *self.command], stdout=subprocess.PIPE, stderr=output,
-                                        text=True, env=self.env)
-        for line in self.process.stdout:
+        self.process = process = subprocess.Popen([sys.executable, *self.command], stdout=subprocess.PIPE,
+                                                  stderr=output, text=True, env=self.env)
+        for line in process.stdout or ():
             if line.startswith("Ctrl-C stops the server"):
                 return self
-        raise RuntimeError(f"mmserve serve exited with status {self.process.wait()}"
+        raise RuntimeError(f"mmserve serve exited with status {process.wait()}"
                            + (f"; see {self.log}" if self.log else ""))
 
     def __exit__(self, *exc_info) -> None:
         import signal
 
-        self.process.send_signal(signal.SIGINT)
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGINT)
         try:
-            self.process.communicate(timeout=60)
+            process.communicate(timeout=60)
         except Exception:  # noqa: BLE001 - it must not outlive the block
-            self.process.kill()
-            self.process.wait()
+            process.kill()
+            process.wait()

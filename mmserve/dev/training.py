@@ -26,7 +26,6 @@ import copy
 import importlib.util
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -34,21 +33,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmserve.models import clip as model_files
 from mmserve.dev import quality
 from mmserve.dev import synthetic as S
+from mmserve.models import clip as model_files
 from mmserve.models.towers import ImageTower, TextTower
 
 
 def clip_config(image_size: int, patch: int, width: int, layers: int, embed_dim: int, context: int):
     from transformers import CLIPConfig
 
-    tower = dict(
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, width // 32),
-    )
+    tower = {
+        "hidden_size": width,
+        "intermediate_size": 4 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": max(1, width // 32),
+    }
     return CLIPConfig(
         text_config=dict(
             tower,
@@ -68,10 +67,10 @@ def reference_tokenizer():
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("open_clip_torch is needed for training: pip install --no-deps open_clip_torch")
-    path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.py"
     module_spec = importlib.util.spec_from_file_location("_open_clip_tokenizer", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module_spec.loader.exec_module(module)
     return module.SimpleTokenizer(), Path(module.default_bpe())
 
 
@@ -113,7 +112,7 @@ def train(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out.parent / f"{out.name}.train.log", "a")
+    log = open(out.parent / f"{out.name}.train.log", "a")  # noqa: SIM115 - open for the whole run
 
     def say(message: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
@@ -246,4 +245,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -131,17 +131,17 @@ class Index:
         """Add `[N, D]` vectors (normalised here) with optional metadata; returns their new keys."""
         self._writable()
         vectors = self._check_vectors(vectors)
-        metadata = [ItemMetadata.model_validate(m) for m in metadata] if metadata is not None else [
+        records = [ItemMetadata.model_validate(m) for m in metadata] if metadata is not None else [
             ItemMetadata() for _ in range(len(vectors))]
-        if len(metadata) != len(vectors):
-            raise ValueError(f"{len(vectors)} vectors but {len(metadata)} metadata entries")
+        if len(records) != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors but {len(records)} metadata entries")
         start = int(self._manifest["next_key"])
         keys = np.arange(start, start + len(vectors), dtype=np.int64)
         if len(keys) == 0:
             return keys
         self.ann.add(keys, vectors)
         self.matrix.append(keys, vectors)
-        self.metadata.add(keys, metadata)
+        self.metadata.add(keys, records)
         self._manifest["next_key"] = start + len(keys)
         self._dirty = True
         return keys

@@ -9,6 +9,7 @@ next read, so adding in small batches stays linear.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,7 @@ class VectorMatrix:
 
     @classmethod
     def load(cls, generation: Path, storage: Storage, *, mmap: bool) -> VectorMatrix:
-        mode = "r" if mmap else None
+        mode: Literal["r"] | None = "r" if mmap else None
         scales = generation / "scales.npy"
         return cls(_Rows(np.load(generation / "keys.npy", mmap_mode=mode),
                          np.load(generation / "vectors.npy", mmap_mode=mode),
@@ -79,7 +80,7 @@ class VectorMatrix:
         stored, scales = self._encode(vector.reshape(1, -1))
         rows = self._rows
         rows.vectors[row] = stored[0]
-        if rows.scales is not None:
+        if rows.scales is not None and scales is not None:
             rows.scales[row] = scales[0]
 
     def row(self, key: int) -> int | None:
@@ -87,7 +88,7 @@ class VectorMatrix:
         row = int(np.searchsorted(keys, key))
         return row if row < len(keys) and keys[row] == key else None
 
-    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+    def rows_of(self, keys: np.ndarray | Sequence[int]) -> np.ndarray:
         """Sorted row numbers of these (present) keys."""
         rows = np.searchsorted(self.keys, np.asarray(keys, dtype=np.int64))
         return np.sort(rows[rows < len(self.keys)])

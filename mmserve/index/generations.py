@@ -38,7 +38,7 @@ class Generations:
     def lock(self):
         """Take the writer's lock (an open file: closing it releases the lock)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        lock_file = open(self.path / "LOCK", "a+")
+        lock_file = open(self.path / "LOCK", "a+")  # noqa: SIM115 - held for as long as the index is open
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:

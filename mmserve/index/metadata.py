@@ -59,7 +59,7 @@ class MetadataStore:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, keys: Sequence[int], metadata: Sequence[ItemMetadata]) -> None:
+    def add(self, keys: Iterable[int], metadata: Sequence[ItemMetadata]) -> None:
         now = time.time()
         with self._db:
             self._db.executemany(

@@ -24,8 +24,8 @@ import numpy as np
 
 from mmserve import _C
 from mmserve.errors import ErrorCode, InvalidInputError, ItemError
-from mmserve.models.clip import ClipModelInfo
 from mmserve.modalities import Rows
+from mmserve.models.clip import ClipModelInfo
 
 ImageInput = Any  # str | Path | bytes | PIL.Image.Image | numpy uint8 [H, W, 3] or [H, W]
 
@@ -51,8 +51,8 @@ def reference_preprocess(image, size: int, crop: int | None = None, resample: st
     else:
         new_size = (int(size * width / height), size)
     resized = image.resize(new_size, Image.Resampling(_RESAMPLE[resample]))
-    left = int(round((new_size[0] - crop) / 2.0))
-    top = int(round((new_size[1] - crop) / 2.0))
+    left = round((new_size[0] - crop) / 2.0)
+    top = round((new_size[1] - crop) / 2.0)
     cropped = resized.crop((left, top, left + crop, top + crop))
     return np.asarray(cropped.convert("RGB"))
 
@@ -138,7 +138,8 @@ class ImagePreprocessor:
 class ImageModality:
     """Images for an image tower: encoded JPEG/PNG -> uint8 pixels `[S, S, 3]` (the `Modality` interface)."""
 
-    kind, encoded_input, tensor_inputs = "image", "image", ("pixels",)
+    kind, encoded_input = "image", "image"
+    tensor_inputs: tuple[str, ...] = ("pixels",)
 
     def __init__(self, preprocessor: ImagePreprocessor) -> None:
         self.preprocessor = preprocessor

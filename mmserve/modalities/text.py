@@ -146,7 +146,8 @@ class TextModality:
     queries costs a fraction of the full context.
     """
 
-    kind, encoded_input, tensor_inputs = "text", "text", ("token_ids", "lengths")
+    kind, encoded_input = "text", "text"
+    tensor_inputs: tuple[str, ...] = ("token_ids", "lengths")
 
     def __init__(self, tokenizer: ClipTokenizer, vocab_size: int, max_text_bytes: int = 64 << 10) -> None:
         self.tokenizer = tokenizer
@@ -197,7 +198,7 @@ class TextModality:
             for row in np.flatnonzero((lengths < 1) | (lengths > ids.shape[1])):
                 errors.append(ItemError(int(row), ErrorCode.INVALID_TOKENS,
                                         f"length {lengths[row]} is outside [1, {ids.shape[1]}]"))
-        return sorted(errors, key=lambda e: e.index)
+        return sorted(errors, key=lambda e: -1 if e.index is None else e.index)
 
     def batch(self, parts: Sequence[Rows]) -> np.ndarray:
         needed = max(int(part["lengths"].max()) for part in parts)

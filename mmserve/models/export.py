@@ -12,6 +12,7 @@ exported from which weights, so a repository build can reuse the files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -26,13 +27,25 @@ MANIFEST_FILE = "manifest.json"
 
 
 def weights_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over the weight and config files (what an export depends on)."""
+    """sha256 over the weight and config files (what an export depends on).
+
+    Computed once per process for files of unchanged size and modification time: start-up asks for it from
+    several places (the export directory, whether the export is current)."""
+    model_dir = Path(model_dir).resolve()
+    files = []
+    for path in sorted(model_dir.iterdir()):
+        if path.name.endswith((".safetensors", ".bin", ".json")) and path.name != "training.json":
+            stat = path.stat()
+            files.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return _fingerprint(model_dir, tuple(files))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(model_dir: Path, files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    model_dir = Path(model_dir)
-    for name in sorted(p.name for p in model_dir.iterdir()):
-        if name.endswith((".safetensors", ".bin", ".json")) and name != "training.json":
-            digest.update(name.encode())
-            digest.update((model_dir / name).read_bytes())
+    for name, _, _ in files:
+        digest.update(name.encode())
+        digest.update((model_dir / name).read_bytes())
     return digest.hexdigest()
 
 

@@ -15,6 +15,7 @@ is never imported by the serving path.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +24,10 @@ from mmserve.models.clip import ClipModelInfo
 
 
 class ImageTower(nn.Module):
-    def __init__(self, clip: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    scale: torch.Tensor  # buffers, registered below
+    shift: torch.Tensor
+
+    def __init__(self, clip: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.vision_model = clip.vision_model
         self.visual_projection = clip.visual_projection
@@ -40,7 +44,7 @@ class ImageTower(nn.Module):
 
 
 class TextTower(nn.Module):
-    def __init__(self, clip: nn.Module, eos_token_id: int) -> None:
+    def __init__(self, clip: Any, eos_token_id: int) -> None:
         super().__init__()
         text = clip.text_model
         self.embeddings = text.embeddings
@@ -69,7 +73,7 @@ def load_clip(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     return model.eval()
 
 
-def towers_for(clip: nn.Module, info: ClipModelInfo) -> tuple[ImageTower, TextTower]:
+def towers_for(clip: Any, info: ClipModelInfo) -> tuple[ImageTower, TextTower]:
     return (
         ImageTower(clip, info.image_mean, info.image_std),
         TextTower(clip, info.eos_token_id),
@@ -92,7 +96,7 @@ def write_random_clip(directory: str | Path, *, seed: int = 0, **config_kwargs) 
     mean = config_kwargs.pop("mean", model_files.OPENAI_MEAN)
     std = config_kwargs.pop("std", model_files.OPENAI_STD)
     torch.manual_seed(seed)
-    config = CLIPConfig(**config_kwargs)
+    config: Any = CLIPConfig(**config_kwargs)
     config.vision_config.image_size = image_size
     config.text_config.eos_token_id = 49407
     config.text_config.bos_token_id = 49406

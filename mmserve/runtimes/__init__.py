@@ -104,7 +104,7 @@ def load_tower(
     return chosen.load(Path(onnx_path), threads, precision)
 
 
-_NUMPY_TYPES = {"tensor(uint8)": np.uint8, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+_NUMPY_TYPES: dict[str, type[np.generic]] = {"tensor(uint8)": np.uint8, "tensor(int32)": np.int32, "tensor(float)": np.float32,
                 "u8": np.uint8, "i32": np.int32, "f32": np.float32}
 
 

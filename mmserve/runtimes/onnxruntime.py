@@ -13,7 +13,7 @@ from mmserve.runtimes import InputSpec, numpy_type
 
 class OnnxRuntimeTower:
     name = "onnxruntime"
-    max_batch_size = None
+    max_batch_size: int | None = None
 
     def __init__(self, onnx_path: str | Path, threads: int | None = None, precision: str = "auto") -> None:
         import onnxruntime as ort

@@ -16,7 +16,7 @@ DYNAMIC_QUANTIZATION_GROUP = 32
 
 class OpenVinoTower:
     name = "openvino"
-    max_batch_size = None
+    max_batch_size: int | None = None
 
     def __init__(self, onnx_path: str | Path, threads: int | None = None, precision: str = "auto") -> None:
         import openvino as ov

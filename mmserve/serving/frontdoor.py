@@ -29,8 +29,8 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from mmserve.serving.server import ServerStartError, exit_with_parent, terminate_group
 from mmserve.config import ServeOptions
+from mmserve.serving.server import ServerStartError, exit_with_parent, terminate_group
 
 # Bearer tokens (RFC 6750 b64token); at least this long, so that a key is not guessable.
 API_KEY_PATTERN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -130,6 +130,8 @@ class FrontDoorConfig:
 
     def _tls_lines(self) -> str:
         o = self.options
+        if o.tls_cert is None or o.tls_key is None:
+            raise ValueError("TLS needs both a certificate and its key")
         lines = [
             f"ssl_certificate {o.tls_cert.resolve()};",
             f"ssl_certificate_key {o.tls_key.resolve()};",
@@ -164,7 +166,7 @@ class FrontDoor:
         with os.fdopen(fd, "w") as file:
             file.write(self.config.render(self.run_dir))
         check = subprocess.run([nginx_binary(), "-t", "-q", "-p", str(self.run_dir), "-c", str(self.config_file)],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise ServerStartError(f"the front door's nginx configuration is invalid:\n{check.stderr.strip()}")
 
@@ -172,12 +174,21 @@ class FrontDoor:
         self.write_config()
         self.process = subprocess.Popen(
             [nginx_binary(), "-p", str(self.run_dir), "-c", str(self.config_file)],
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=exit_with_parent,
+            # preexec_fn only calls prctl (async-signal-safe) between fork and exec.
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=exit_with_parent,  # noqa: PLW1509
         )
         return self
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM (nginx's fast shutdown), then SIGKILL of its whole process group (workers included)."""

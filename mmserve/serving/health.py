@@ -128,7 +128,7 @@ class HealthService:
 
 def _handler_for(state: HealthState):
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             path = self.path.split("?", 1)[0]
             if path == "/v2/health/live":
                 ok, why = state.live()

@@ -108,9 +108,9 @@ def exit_with_parent() -> None:
     """
     import ctypes
 
-    PR_SET_PDEATHSIG = 1
+    pr_set_pdeathsig = 1  # PR_SET_PDEATHSIG, <linux/prctl.h>
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     except OSError:
         pass  # not Linux/glibc: the server outlives a killed launcher, as any child would
 
@@ -219,12 +219,13 @@ class TritonServer:
         output = None
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            output = open(self.log_file, "ab")
+            output = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             # A new session: Ctrl-C in a terminal reaches us, and we shut Triton down in order.
             self.process = subprocess.Popen(
                 self.command(), env=server_environment(), stdout=output, stderr=subprocess.STDOUT if output else None,
-                start_new_session=True, preexec_fn=_triton_child_setup,
+                # preexec_fn only sets an rlimit and calls prctl between fork and exec.
+                start_new_session=True, preexec_fn=_triton_child_setup,  # noqa: PLW1509
             )
         finally:
             if output is not None:

@@ -55,13 +55,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from mmserve.config import ServeOptions
 from mmserve.serving.frontdoor import FrontDoor, FrontDoorConfig, default_in_flight
 from mmserve.serving.health import HealthService, HealthState
 from mmserve.serving.server import ServerStartError, TritonServer, describe_exit, free_port
-from mmserve.config import ServeOptions
 
 log = logging.getLogger("mmserve.serve")
 
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mmserve"
 # A 1x1 PNG: the probe for models that take encoded images.
 _PROBE_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8ffff3f0005fe02fe"
@@ -108,7 +110,7 @@ class _RestartLog:
 
 class Supervisor:
     def __init__(self, repository: Path, options: ServeOptions | None = None, *,
-                 cache_dir: Path = Path.home() / ".cache" / "mmserve") -> None:
+                 cache_dir: Path = DEFAULT_CACHE_DIR) -> None:
         self.options = options = options or ServeOptions()
         self.state = HealthState()
         self.triton = TritonServer(
@@ -174,7 +176,7 @@ class Supervisor:
                 if stop.is_set():
                     break
                 log.error("%s", error)
-            except Exception:  # noqa: BLE001 - a supervisor that stops watching is worse than one that logs
+            except Exception:  # a supervisor that stops watching is worse than one that logs
                 log.exception("supervisor check failed; checking again")
             stop.wait(self.options.check_interval_s)
         return 0
@@ -197,8 +199,8 @@ class Supervisor:
     # -- one round of checks ---------------------------------------------------------------------------------
 
     def _check(self, stop: threading.Event) -> bool:
-        if not self.front.alive():
-            cause = describe_exit(self.front.process.returncode if self.front.process else None)
+        if not self._door.alive():
+            cause = describe_exit(self._door.returncode)
             if not self._restart_front_door(f"exited with {cause}", stop):
                 return False
         if not self.triton.alive():
@@ -321,7 +323,7 @@ class Supervisor:
             self.state.model_down(name, None)
 
     def _refresh_pids(self, only: str | None = None) -> None:
-        found = model_processes(self.triton.process.pid)
+        found = model_processes(self._triton_pid)
         for model in self.models.values():
             if only is None or model.name == only:
                 model.pids = set(found.get(model.name, ()))
@@ -381,7 +383,7 @@ class Supervisor:
         while time.monotonic() < deadline and generation == self._generation:
             try:
                 with urllib.request.urlopen(f"{self.triton.http_url}/v2/models/{model.name}/ready", timeout=2):
-                    pids = model_processes(self.triton.process.pid).get(model.name, [])
+                    pids = model_processes(self._triton_pid).get(model.name, [])
                     if len(pids) >= model.instances:
                         return
             except (urllib.error.URLError, OSError):
@@ -430,8 +432,8 @@ class Supervisor:
     def _front_config(self) -> FrontDoorConfig:
         return FrontDoorConfig(
             self.options, max_in_flight=self.max_in_flight, triton_http_port=self.triton.http_port, triton_grpc_port=self.triton.grpc_port,
-            triton_metrics_port=self.triton.metrics_port, health_http_port=self.health.http_port,
-            health_grpc_port=self.health.grpc_port,
+            triton_metrics_port=self.triton.metrics_port, health_http_port=self._health.http_port,
+            health_grpc_port=self._health.grpc_port,
         )
 
     def _wait_front_door(self, timeout_s: float = 10.0) -> None:
@@ -440,12 +442,12 @@ class Supervisor:
         deadline = time.monotonic() + timeout_s
         pid_file = self.run_dir / "nginx.pid"
         while time.monotonic() < deadline:
-            if not self.front.alive():
+            if not self._door.alive():
                 raise ServerStartError(
-                    f"the front door (nginx) exited with {describe_exit(self.front.process.returncode)}: is port "
+                    f"the front door (nginx) exited with {describe_exit(self._door.returncode)}: is port "
                     f"{self.options.http_port}, {self.options.grpc_port} or {self.options.metrics_port} on "
                     f"{self.options.host} taken?")
-            if pid_file.is_file() and pid_file.read_text().strip() == str(self.front.process.pid):
+            if pid_file.is_file() and pid_file.read_text().strip() == str(self._door.pid):
                 return
             time.sleep(0.05)
         raise ServerStartError(f"the front door did not open its ports within {timeout_s:.0f} s")
@@ -455,12 +457,30 @@ class Supervisor:
         go = self._before_restart("front door", cause, stop)
         if go is not True:
             return go is None
-        self.front.stop()
-        self.front.start()
+        self._door.stop()
+        self._door.start()
         self._wait_front_door()
         return True
 
     # -- helpers ---------------------------------------------------------------------------------------------
+
+    @property
+    def _door(self) -> FrontDoor:
+        if self.front is None:
+            raise RuntimeError("the front door has not been started")
+        return self.front
+
+    @property
+    def _health(self) -> HealthService:
+        if self.health is None:
+            raise RuntimeError("the health service has not been started")
+        return self.health
+
+    @property
+    def _triton_pid(self) -> int:
+        if self.triton.process is None:
+            raise RuntimeError("tritonserver has not been started")
+        return self.triton.process.pid
 
     def _before_restart(self, part: str, cause: str, stop: threading.Event) -> bool | None:
         """Count a restart of `part` and wait its backoff: True to go on, False once over the cap (given up),
@@ -514,7 +534,7 @@ class Supervisor:
 
 @contextlib.contextmanager
 def supervised(repository: Path, options: ServeOptions | None = None, *,
-               cache_dir: Path = Path.home() / ".cache" / "mmserve"):
+               cache_dir: Path = DEFAULT_CACHE_DIR):
     """A started `Supervisor` whose checks run in a thread until the block ends, then everything stops."""
     stack = Supervisor(repository, options, cache_dir=cache_dir)
     stop = threading.Event()

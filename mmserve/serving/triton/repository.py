@@ -104,10 +104,9 @@ def build_repository(settings: Settings, out: Path) -> Path:
 def _queue_sizes(options: BuildOptions) -> dict[str, tuple[int, str]]:
     """Per tower ("image", "text"): the queue size of it and of the model before it, and how it was chosen."""
     if options.max_queue_size is not None:
-        return {tower: (options.max_queue_size, "set by max_queue_size") for tower in ("image", "text")}
+        return dict.fromkeys(("image", "text"), (options.max_queue_size, "set by max_queue_size"))
     size = 2 * options.max_batch_size
-    return {tower: (size, "two full batches (the front door admits fewer requests than that at once)")
-            for tower in ("image", "text")}
+    return dict.fromkeys(("image", "text"), (size, "two full batches (the front door admits fewer requests than that at once)"))
 
 
 def _render(template: str, values: dict[str, object]) -> str:

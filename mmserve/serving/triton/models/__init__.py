@@ -77,5 +77,6 @@ def decode_requests(pb_utils, modality: Modality, requests: Sequence) -> Iterato
         items.extend(values)
     rows, errors = modality.decode(items)
     for start, end in spans:
-        failed = [dataclasses.replace(e, index=e.index - start) for e in errors if start <= e.index < end]
+        failed = [dataclasses.replace(e, index=e.index - start) for e in errors
+                  if e.index is not None and start <= e.index < end]
         yield ({} if failed else take(rows, start, end)), failed
