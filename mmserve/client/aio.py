@@ -9,39 +9,26 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmserve.client.core import (
-    MODELS,
-    Health,
-    ModelSummary,
-    Planner,
-    Preprocess,
-    Request,
-    embeddings,
-    health_or_down,
-    progress_bar,
-    retry_delay,
-)
-from mmserve.client.options import DEFAULT_URL, ClientOptions
+from mmserve.client import core
+from mmserve.client.options import DEFAULT_URL
 from mmserve.client.transport import Transport
 from mmserve.modalities.image import ImageInput
 
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(core.Face):
     """The same API as `Client` for asyncio, on tritonclient's aio clients."""
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
-        self.options = ClientOptions(url=url, **options)
-        self._planner = Planner(self.options)
-        self._summary: ModelSummary | None = None
+        super().__init__(url, **options)
         self._transport = Transport(self.options, aio=True)
 
     async def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 `[N, D]`, one row per text."""
         return await self._run(self._planner.texts(texts, await self.model_summary()), progress)
 
-    async def embed_images(self, images: Sequence[ImageInput], *, preprocess: Preprocess | None = None,
+    async def embed_images(self, images: Sequence[ImageInput], *, preprocess: core.Preprocess | None = None,
                            progress: bool = False) -> np.ndarray:
         """L2-normalised float32 `[N, D]` for paths, encoded bytes, PIL images or uint8 arrays."""
         return await self._run(self._planner.images(images, preprocess, await self.model_summary()), progress)
@@ -50,20 +37,20 @@ class AsyncClient:
         """Preprocessed uint8 `[N, S, S, 3]` (resized and cropped) straight to the image tower."""
         return await self._run(self._planner.pixels(pixels, await self.model_summary()), progress)
 
-    async def health(self) -> Health:
+    async def health(self) -> core.Health:
         transport = self._transport
         try:
-            return Health(live=await transport.server_live(), ready=await transport.server_ready(),
-                          models={name: await transport.model_ready(name) for name in MODELS})
+            return core.Health(live=await transport.server_live(), ready=await transport.server_ready(),
+                          models={name: await transport.model_ready(name) for name in core.MODELS})
         except Exception as error:  # noqa: BLE001 - "not live" when unreachable
-            return health_or_down(error)
+            return core.health_or_down(error)
 
-    async def model_summary(self) -> ModelSummary:
+    async def model_summary(self) -> core.ModelSummary:
         if self._summary is None:
             async def configs() -> dict[str, dict]:
-                return {name: await self._transport.model_config(name) for name in MODELS}
+                return {name: await self._transport.model_config(name) for name in core.MODELS}
 
-            self._summary = ModelSummary.from_configs(await self._with_retries(configs))
+            self._summary = core.ModelSummary.from_configs(await self._with_retries(configs))
         return self._summary
 
     async def statistics(self, model: str = "") -> dict:
@@ -79,21 +66,21 @@ class AsyncClient:
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
 
-    async def _with_retries(self, call: Callable[[], Awaitable[T]], request: Request | None = None) -> T:
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], request: core.Request | None = None) -> T:
         for attempt in itertools.count():
             try:
                 return await asyncio.wait_for(call(), self.options.timeout_s)
             except asyncio.CancelledError:
                 raise
-            except Exception as raw:  # noqa: BLE001 - classified by retry_delay
-                await asyncio.sleep(retry_delay(self.options, raw, request, attempt))
+            except Exception as raw:  # noqa: BLE001 - classified by core.retry_delay
+                await asyncio.sleep(core.retry_delay(self.options, raw, request, attempt))
         raise AssertionError("unreachable")
 
-    async def _run(self, requests: list[Request], progress: bool) -> np.ndarray:
-        bar = progress_bar(requests, progress)
+    async def _run(self, requests: list[core.Request], progress: bool) -> np.ndarray:
+        bar = core.progress_bar(requests, progress)
         slots = asyncio.Semaphore(self.options.max_in_flight)
 
-        async def one(request: Request) -> np.ndarray:
+        async def one(request: core.Request) -> np.ndarray:
             async with slots:
                 result = await self._with_retries(
                     lambda: self._transport.infer(request.model, request.input_name, request.array,
@@ -110,4 +97,4 @@ class AsyncClient:
             raise
         finally:
             bar.close()
-        return embeddings(list(results), (await self.model_summary()).embedding_dim)
+        return core.embeddings(list(results), (await self.model_summary()).embedding_dim)

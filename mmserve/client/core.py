@@ -11,21 +11,13 @@ import asyncio
 import dataclasses
 import random
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
-from mmserve.client.options import ClientOptions
-from mmserve.errors import (
-    AuthenticationError,
-    InvalidInputError,
-    MmserveError,
-    OverloadedError,
-    RequestTimeoutError,
-    ServerUnavailableError,
-    from_wire,
-)
+from mmserve import errors
+from mmserve.client.options import DEFAULT_URL, ClientOptions
 from mmserve.modalities.image import ImageInput, ImagePreprocessor, encode_image
 from mmserve.modalities.text import encode_texts
 
@@ -83,6 +75,15 @@ class Request:
         return "text" if self.input_name in ("text", "token_ids") else "image"
 
 
+class Face:
+    """What both faces of the SDK hold: the options, the request planner, the model summary once fetched."""
+
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        self.options = ClientOptions(url=url, **options)
+        self._planner = Planner(self.options)
+        self._summary: ModelSummary | None = None
+
+
 class Planner:
     """Turns a call's items into requests no larger than the server takes (items and bytes)."""
 
@@ -110,7 +111,7 @@ class Planner:
                ) -> list[Request]:
         shape = (summary.image_size, summary.image_size, 3)
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != shape:
-            raise InvalidInputError(f"pixels must be uint8 [N, {', '.join(map(str, shape))}], got {pixels.dtype} "
+            raise errors.InvalidInputError(f"pixels must be uint8 [N, {', '.join(map(str, shape))}], got {pixels.dtype} "
                                     f"{list(pixels.shape)}")
         size = self._batch_size(IMAGE_TOWER, summary)
         return [Request(IMAGE_TOWER, "pixels", "UINT8", np.ascontiguousarray(pixels[s:e]), s,
@@ -128,9 +129,9 @@ class Planner:
             geometry = ImageGeometry(summary.image_size, summary.resize_shortest_edge, summary.resample)
             self._preprocessor = ImagePreprocessor(geometry, exact=self.options.exact_preprocessing)
         encoded = [encode_image(image, index) for index, image in enumerate(images)]
-        pixels, errors = self._preprocessor.preprocess_lenient(encoded)
-        if errors:
-            raise InvalidInputError.for_items("image", errors, images)
+        pixels, refused = self._preprocessor.preprocess_lenient(encoded)
+        if refused:
+            raise errors.InvalidInputError.for_items("image", refused, images)
         return pixels
 
 
@@ -158,45 +159,45 @@ def _split(model: str, input_name: str, encoded: list[bytes], items: Sequence[ob
 _RECOVERING = ("is not healthy", "unknown model", "is not ready", "unavailable")
 
 
-def classify(error: Exception, request: Request | None) -> MmserveError:
+def classify(error: Exception, request: Request | None) -> errors.MmserveError:
     """Map a tritonclient/transport error to the SDK's exception types (by status; per-item errors by code)."""
     from tritonclient.utils import InferenceServerException
 
-    if isinstance(error, MmserveError):
+    if isinstance(error, errors.MmserveError):
         return error
     if not isinstance(error, InferenceServerException):
         if isinstance(error, (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError)):
             if isinstance(error, TimeoutError) or "timed out" in str(error).lower():
-                return RequestTimeoutError(f"no answer within the timeout: {error}")
-            return ServerUnavailableError(f"server unreachable: {error}")
-        return MmserveError(f"{type(error).__name__}: {error}")
+                return errors.RequestTimeoutError(f"no answer within the timeout: {error}")
+            return errors.ServerUnavailableError(f"server unreachable: {error}")
+        return errors.MmserveError(f"{type(error).__name__}: {error}")
     status, message = str(error.status() or ""), error.message() or str(error)
     lowered = message.lower()
     if "UNAUTHENTICATED" in status or status in ("401", "403"):
-        return AuthenticationError(message)
+        return errors.AuthenticationError(message)
     if "queue size" in message or status == "429":
-        return OverloadedError(message)
+        return errors.OverloadedError(message)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message or "timed out" in message:
-        return RequestTimeoutError(message)
+        return errors.RequestTimeoutError(message)
     if status == "413" or ("RESOURCE_EXHAUSTED" in status and "too large" in lowered):
-        return InvalidInputError(f"{message} (a smaller batch_size or max_request_bytes helps)")
+        return errors.InvalidInputError(f"{message} (a smaller batch_size or max_request_bytes helps)")
     if "RESOURCE_EXHAUSTED" in status:
-        return OverloadedError(message)
+        return errors.OverloadedError(message)
     if ("UNAVAILABLE" in status or status in ("503", "502", "504") or "failed to connect" in lowered
             or any(marker in lowered for marker in _RECOVERING)):
-        return ServerUnavailableError(f"server unavailable: {message}")
+        return errors.ServerUnavailableError(f"server unavailable: {message}")
     if "INVALID_ARGUMENT" in status or status == "400":
         return _refused(message, request)
-    return MmserveError(message)
+    return errors.MmserveError(message)
 
 
-def _refused(message: str, request: Request | None) -> InvalidInputError:
-    items = from_wire(message)
+def _refused(message: str, request: Request | None) -> errors.InvalidInputError:
+    items = errors.from_wire(message)
     if not items or request is None or any(e.index is not None and e.index >= len(request.items) for e in items):
-        return InvalidInputError(message)
+        return errors.InvalidInputError(message)
     # Indices in the request -> indices in the caller's list.
     shifted = [e if e.index is None else dataclasses.replace(e, index=request.offset + e.index) for e in items]
-    error = InvalidInputError.for_items(request.kind, shifted)
+    error = errors.InvalidInputError.for_items(request.kind, shifted)
     error.item = None if items[0].index is None else request.items[items[0].index]
     return error
 
@@ -204,7 +205,7 @@ def _refused(message: str, request: Request | None) -> InvalidInputError:
 def retry_delay(options: ClientOptions, raw: Exception, request: Request | None, attempt: int) -> float:
     """Seconds to wait before retrying after `raw`; raises its classified error when it is not worth a retry."""
     error = classify(raw, request)
-    if not isinstance(error, (ServerUnavailableError, OverloadedError)) or attempt >= options.retries:
+    if not isinstance(error, (errors.ServerUnavailableError, errors.OverloadedError)) or attempt >= options.retries:
         raise error from raw
     return options.backoff_s * (2**attempt) * (0.5 + random.random())
 
@@ -225,7 +226,7 @@ def progress_bar(requests: list[Request], enabled: bool):
 def health_or_down(error: Exception) -> Health:
     """A health check that failed: "not live" when the server is unreachable, else the error."""
     classified = classify(error, None)
-    if not isinstance(classified, ServerUnavailableError):
+    if not isinstance(classified, errors.ServerUnavailableError):
         raise classified from error
     return Health(live=False, ready=False, models={})
 

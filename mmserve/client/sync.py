@@ -11,32 +11,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mmserve.client.core import (
-    MODELS,
-    Health,
-    ModelSummary,
-    Planner,
-    Preprocess,
-    Request,
-    embeddings,
-    health_or_down,
-    progress_bar,
-    retry_delay,
-)
-from mmserve.client.options import DEFAULT_URL, ClientOptions
+from mmserve.client import core
+from mmserve.client.options import DEFAULT_URL
 from mmserve.client.transport import Transport
 from mmserve.modalities.image import ImageInput
 
 T = TypeVar("T")
 
 
-class Client:
+class Client(core.Face):
     """Blocking client. Thread-safe: each worker thread keeps its own connection."""
 
     def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
-        self.options = ClientOptions(url=url, **options)
-        self._planner = Planner(self.options)
-        self._summary: ModelSummary | None = None
+        super().__init__(url, **options)
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
@@ -46,7 +33,7 @@ class Client:
         """L2-normalised float32 `[N, D]`, one row per text."""
         return self._run(self._planner.texts(texts, self.model_summary()), progress)
 
-    def embed_images(self, images: Sequence[ImageInput], *, preprocess: Preprocess | None = None,
+    def embed_images(self, images: Sequence[ImageInput], *, preprocess: core.Preprocess | None = None,
                      progress: bool = False) -> np.ndarray:
         """L2-normalised float32 `[N, D]` for paths, encoded bytes, PIL images or uint8 arrays."""
         return self._run(self._planner.images(images, preprocess, self.model_summary()), progress)
@@ -55,18 +42,18 @@ class Client:
         """Preprocessed uint8 `[N, S, S, 3]` (resized and cropped) straight to the image tower."""
         return self._run(self._planner.pixels(pixels, self.model_summary()), progress)
 
-    def health(self) -> Health:
+    def health(self) -> core.Health:
         transport = self._transport()
         try:
-            return Health(live=transport.server_live(), ready=transport.server_ready(),
-                          models={name: transport.model_ready(name) for name in MODELS})
+            return core.Health(live=transport.server_live(), ready=transport.server_ready(),
+                          models={name: transport.model_ready(name) for name in core.MODELS})
         except Exception as error:  # noqa: BLE001 - "not live" when unreachable
-            return health_or_down(error)
+            return core.health_or_down(error)
 
-    def model_summary(self) -> ModelSummary:
+    def model_summary(self) -> core.ModelSummary:
         if self._summary is None:
-            configs = self._with_retries(lambda: {name: self._transport().model_config(name) for name in MODELS})
-            self._summary = ModelSummary.from_configs(configs)
+            configs = self._with_retries(lambda: {name: self._transport().model_config(name) for name in core.MODELS})
+            self._summary = core.ModelSummary.from_configs(configs)
         return self._summary
 
     def statistics(self, model: str = "") -> dict:
@@ -94,19 +81,19 @@ class Client:
                 self._transports.append(transport)
         return transport
 
-    def _with_retries(self, call: Callable[[], T], request: Request | None = None) -> T:
+    def _with_retries(self, call: Callable[[], T], request: core.Request | None = None) -> T:
         for attempt in itertools.count():
             try:
                 return call()
-            except Exception as raw:  # noqa: BLE001 - classified by retry_delay
-                time.sleep(retry_delay(self.options, raw, request, attempt))
+            except Exception as raw:  # noqa: BLE001 - classified by core.retry_delay
+                time.sleep(core.retry_delay(self.options, raw, request, attempt))
         raise AssertionError("unreachable")
 
-    def _infer(self, request: Request) -> np.ndarray:
+    def _infer(self, request: core.Request) -> np.ndarray:
         return self._transport().infer(request.model, request.input_name, request.array, request.datatype)
 
-    def _run(self, requests: list[Request], progress: bool) -> np.ndarray:
-        bar = progress_bar(requests, progress)
+    def _run(self, requests: list[core.Request], progress: bool) -> np.ndarray:
+        bar = core.progress_bar(requests, progress)
         futures = [self._pool.submit(self._with_retries, lambda r=r: self._infer(r), r) for r in requests]
         results = []
         try:
@@ -119,4 +106,4 @@ class Client:
             raise
         finally:
             bar.close()
-        return embeddings(results, self.model_summary().embedding_dim)
+        return core.embeddings(results, self.model_summary().embedding_dim)

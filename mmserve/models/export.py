@@ -78,26 +78,13 @@ def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = F
     tokens[:, 0], tokens[:, 1] = info.start_token_id, info.eos_token_id
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            image_tower,
-            (images,),
-            str(out_dir / IMAGE_TOWER_FILE),
-            input_names=["images"],
-            output_names=["embedding"],
-            dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-        torch.onnx.export(
-            text_tower,
-            (tokens,),
-            str(out_dir / TEXT_TOWER_FILE),
-            input_names=["token_ids"],
-            output_names=["embedding"],
-            dynamic_axes={"token_ids": {0: "batch", 1: "length"}, "embedding": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        for tower, example, file, name, axes in (
+            (image_tower, images, IMAGE_TOWER_FILE, "images", {0: "batch"}),
+            (text_tower, tokens, TEXT_TOWER_FILE, "token_ids", {0: "batch", 1: "length"}),
+        ):
+            torch.onnx.export(tower, (example,), str(out_dir / file), input_names=[name], output_names=["embedding"],
+                              dynamic_axes={name: axes, "embedding": {0: "batch"}}, opset_version=OPSET,
+                              dynamo=False)
     for name in (IMAGE_TOWER_FILE, TEXT_TOWER_FILE):
         _declare_output_shape(out_dir / name, info.embedding_dim)
     manifest = {
