@@ -135,3 +135,22 @@ def test_int8_stores_every_matmul_weight_as_uint8(bundled_settings):
 def test_int8_needs_openvino(bundled_settings):
     with pytest.raises(ValueError, match="openvino"):
         load_tower(bundled_settings.export_dir() / TEXT_TOWER_FILE, "onnxruntime", precision="int8")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_every_runtime_describes_its_tower_the_same_way(bundled_settings, runtime):
+    """The runtime protocol: input spec, batch limit, precision and warm-up, from each real runtime."""
+    from mmserve.modalities.text import TextModality
+    from mmserve.runtimes import REGISTRY
+
+    info = ClipModelInfo.from_dir(bundled_settings.model_dir)
+    onnx_dir = bundled_settings.export_dir()
+    image = load_tower(onnx_dir / IMAGE_TOWER_FILE, runtime, precision="f32")
+    text = load_tower(onnx_dir / TEXT_TOWER_FILE, runtime, precision="f32")
+    assert (image.input.name, image.input.dtype, image.input.shape) == (
+        "images", np.uint8, (info.image_size, info.image_size, 3))
+    assert (text.input.name, text.input.dtype, text.input.shape) == ("token_ids", np.int32, (-1,))
+    assert image.max_batch_size is None and image.precision == text.precision == "f32"
+    text.warm_up(TextModality.from_model_dir(bundled_settings.model_dir).warm_up_batches(4))
+    assert REGISTRY[runtime].triton_backend == "python"
+    assert np.allclose(np.linalg.norm(image.run(np.zeros((2, *image.input.shape), np.uint8)), axis=1), 1, atol=1e-5)

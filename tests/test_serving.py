@@ -202,6 +202,53 @@ def test_invalid_utf8_and_wrong_shapes_get_clear_errors(server, local_embedder, 
     client.close()
 
 
+def test_encoded_items_and_tower_inputs_share_a_batch(server, local_embedder, gallery):
+    """embed_image serves encoded images and (through the image_tower ensemble) pixels in the same dynamic
+    batches, embed_text texts and token ids; each answer matches in-process. Both inputs at once: an error."""
+    from tritonclient.utils import InferenceServerException
+
+    from mmserve.client import ClientOptions, Transport
+    from mmserve.errors import from_wire
+
+    images = [p.read_bytes() for p in gallery[:4]]
+    pixels = local_embedder.images.decode(images)[0]["pixels"]
+    tokens = local_embedder.texts.tokenize(TEXTS[:4])
+    options = ClientOptions(url=server.grpc_url)
+
+    def call(job):
+        transport = Transport(options)  # one per call: tritonclient's clients are not shared across threads here
+        try:
+            return transport.infer(*job)
+        finally:
+            transport.close()
+
+    jobs = [("embed_image", "image", np.array([[b] for b in images], dtype=np.object_), "BYTES"),
+            ("image_tower", "pixels", pixels, "UINT8"),
+            ("embed_text", "text", np.array([[t.encode()] for t in TEXTS[:4]], dtype=np.object_), "BYTES"),
+            ("text_tower", "token_ids", tokens["token_ids"], "INT32")] * 3
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(call, jobs))
+    expected_images, expected_texts = local_embedder.embed_images(images), local_embedder.embed_texts(TEXTS[:4])
+    for (model, *_), answer in zip(jobs, answers):
+        expected = expected_images if model in ("embed_image", "image_tower") else expected_texts
+        assert cosines(answer, expected).min() >= 0.9999, model
+
+    import tritonclient.grpc as tc
+
+    client = tc.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
+    both = [tc.InferInput("image", [1, 1], "BYTES"), tc.InferInput("pixels", [1, *pixels.shape[1:]], "UINT8")]
+    both[0].set_data_from_numpy(np.array([[images[0]]], dtype=np.object_))
+    both[1].set_data_from_numpy(pixels[:1])
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("embed_image", both)
+    assert [(e.index, e.code.value) for e in from_wire(caught.value.message()) or []] == [(None, "invalid")], \
+        caught.value.message()
+    with pytest.raises(InferenceServerException, match="0 inputs"):  # neither: Triton refuses it itself
+        client.infer("embed_image", [])
+    assert client.is_server_ready()
+    client.close()
+
+
 def test_plain_tritonclient_embeds_a_jpeg_and_a_text(server, local_embedder, gallery):
     """No mmserve code on the request path: the endpoints are standard Triton."""
     import tritonclient.http as httpclient
