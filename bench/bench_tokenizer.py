@@ -1,11 +1,13 @@
 """Tokenizer throughput on one thread, as ratios against baselines measured in the same run.
 
-    mmserve              C++ tokenizer (batch API, one thread)
+    mmserve              C++ tokenizer (batch API, one thread), ftfy.fix_text first as open_clip does (the
+                         default; printable ASCII skips it), and without ftfy (fix_text=False)
     HF CLIPTokenizerFast Rust tokenizers, batch encode (RAYON_NUM_THREADS=1)
     open_clip            SimpleTokenizer (the reference, Python)
 
-for short queries (~8 words) and captions (~30 words). Texts are unique, so
-neither cache (mmserve's BPE cache, open_clip's) is primed beyond the words.
+for short queries (~8 words), captions (~30 words), and non-ASCII queries
+(accents, curly quotes: every one takes ftfy's full path). Texts are unique,
+so neither cache (mmserve's BPE cache, open_clip's) is primed beyond the words.
 
     python bench/bench_tokenizer.py [--texts 2000] [--rounds 5]
 """
@@ -31,9 +33,12 @@ WORDS = ("a photo of the red blue green large small dog cat car tree house sunse
          "glass metal painting drawing close-up view night morning winter summer river sky clouds").split()
 
 
-def texts(count: int, words: int, seed: int) -> list[str]:
+NON_ASCII = "caf\u00e9 na\u00efve don\u2019t \u201cquoted\u201d r\u00e9sum\u00e9 stra\u00dfe \u00fcber".split()
+
+
+def texts(count: int, words: int, seed: int, vocabulary: tuple[str, ...] | list[str] = WORDS) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(words)) + f" {i}" for i in range(count)]
+    return [" ".join(rng.choice(vocabulary) for _ in range(words)) + f" {i}" for i in range(count)]
 
 
 def main() -> None:
@@ -46,18 +51,23 @@ def main() -> None:
 
     model_dir = default_model_dir()
     mmserve = ClipTokenizer.from_model_dir(model_dir, threads=1)
+    unfixed = ClipTokenizer.from_model_dir(model_dir, threads=1, fix_text=False)
     hf = CLIPTokenizerFast.from_pretrained(str(model_dir), local_files_only=True)
     reference, _ = reference_tokenizer()
     cases = {
         "open_clip (reference)": lambda batch: reference(batch, context_length=77),
         "HF CLIPTokenizerFast": lambda batch: hf(batch, padding="max_length", max_length=77, truncation=True),
         "mmserve (C++)": lambda batch: mmserve(batch),
+        "mmserve, no ftfy": lambda batch: unfixed(batch),
     }
     print(f"one thread, {args.texts} unique texts per round, median of {args.rounds} rounds\n")
-    for label, words in (("short queries (~8 words)", 8), ("captions (~30 words)", 30)):
+    for label, words, vocabulary in (("short queries (~8 words)", 8, WORDS), ("captions (~30 words)", 30, WORDS),
+                                     ("non-ASCII queries (~8 words)", 8, [*WORDS, *NON_ASCII])):
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for round_index in range(args.rounds):
-            batch = texts(args.texts, words, seed=round_index * 7 + words)
+            batch = texts(args.texts, words, seed=round_index * 7 + words, vocabulary=vocabulary)
+            if vocabulary is not WORDS:
+                batch = [f"{text} caf\u00e9" for text in batch]  # every text non-ASCII
             for name, fn in cases.items():
                 start = time.perf_counter()
                 fn(batch)

@@ -249,6 +249,19 @@ def test_encoded_items_and_tower_inputs_share_a_batch(server, local_embedder, ga
     client.close()
 
 
+def test_served_text_is_tokenized_as_open_clip_with_ftfy(server, local_embedder):
+    """Curly quotes, ligatures and mojibake: the server's embedding is the one of open_clip's own token ids."""
+    from mmserve.dev.training import reference_tokenizer
+    from mmserve.modalities.text import trim_padding
+
+    texts = ["don\u2019t smart quotes \u201chere\u201d", "\ufb01ne print", "caf\u00c3\u00a9 au lait", "plain ascii"]
+    ids = reference_tokenizer()[0](texts, context_length=77).numpy().astype(np.int32)
+    expected = local_embedder.text_tower(trim_padding(ids, local_embedder.info.eos_token_id))
+    with mmserve.Client(server.grpc_url) as client:
+        assert cosines(client.embed_texts(texts), expected).min() >= 0.9999
+    assert cosines(local_embedder.embed_texts(texts), expected).min() >= 0.9999
+
+
 def test_plain_tritonclient_embeds_a_jpeg_and_a_text(server, local_embedder, gallery):
     """No mmserve code on the request path: the endpoints are standard Triton."""
     import tritonclient.http as httpclient

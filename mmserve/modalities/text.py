@@ -6,9 +6,12 @@ module applies it, byte-to-unicode, rank-ordered BPE with `</w>`, start/end
 tokens, zero padding, and truncation that keeps the end-of-text token. Batches
 run on a thread pool with the GIL released.
 
-`ftfy.fix_text`, which the reference applies first, is not reproduced: text
-that ftfy would change (mojibake, ligatures such as "ǅ", odd quotes) can
-tokenize differently. `strict=True` applies ftfy first when it is installed.
+`ftfy.fix_text`, which the reference applies first, runs first here too (by
+default; `fix_text=False` skips it): it uncurls the quotes phone keyboards
+type ("don’t"), splits ligatures ("ﬁ"), narrows fullwidth forms, composes
+combining marks (NFC), repairs mojibake and drops control characters. Texts
+it provably leaves alone (printable ASCII, tabs and newlines, no `&`) skip it:
+the fast path costs a regular-expression match.
 
 The vocabulary and the context length come from the model directory
 (`ClipModelInfo`), so a model with another context length tokenizes to it.
@@ -17,6 +20,7 @@ The vocabulary and the context length come from the model directory
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -36,7 +40,7 @@ class ClipTokenizer:
         start_token_id: int,
         eos_token_id: int,
         *,
-        strict: bool = False,
+        fix_text: bool = True,
         threads: int = 0,
     ) -> None:
         if context_length < 2:
@@ -45,7 +49,7 @@ class ClipTokenizer:
         self.start_token_id = start_token_id
         self.eos_token_id = eos_token_id
         self.threads = threads
-        self._fix_text = _ftfy_fix_text() if strict else None
+        self._fix_text = _ftfy_fix_text() if fix_text else None
         self._core = _C.ClipTokenizer(vocabulary.encoder, vocabulary.merges, start_token_id, eos_token_id)
 
     @classmethod
@@ -69,14 +73,22 @@ class ClipTokenizer:
         return self.tokenize(texts, context_length)[0]
 
     def _prepare(self, text: str) -> str:
-        return self._fix_text(text) if self._fix_text is not None else text
+        if self._fix_text is None or _UNCHANGED_BY_FTFY.fullmatch(text):
+            return text
+        return self._fix_text(text)
+
+
+# What ftfy.fix_text returns unchanged: printable ASCII plus tab and newline, without "&" (HTML entities). Every
+# ftfy fix needs a character outside this set: non-ASCII (mojibake, quotes, ligatures, width, NFC), "\x1b"
+# (terminal escapes), "\r" (line breaks), other control characters, "&" (entities). Tested with hypothesis.
+_UNCHANGED_BY_FTFY = re.compile(r"[\t\n\x20-\x25\x27-\x7e]*")
 
 
 def _ftfy_fix_text():
     try:
         import ftfy
     except ImportError as error:
-        raise ImportError("strict=True needs ftfy installed (pip install ftfy)") from error
+        raise ImportError("CLIP text needs ftfy (pip install ftfy), or fix_text=False") from error
     return ftfy.fix_text
 
 
