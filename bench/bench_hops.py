@@ -148,40 +148,15 @@ def add_noop_models(repository: Path, dim: int, batch: int) -> None:
              'output_map { key: "embedding" value: "embedding" } }')
 
 
-class RouteTarget(loadtest.TritonTarget):
-    """Pre-serialized gRPC ModelInfer requests, one per (route, item): the client's own cost stays small."""
+class RouteTarget(loadtest.RawGrpcTarget):
+    """Pre-serialized gRPC ModelInfer requests, one per route (the item is ignored): the client's cost stays small."""
 
     def __init__(self, url: str, routes: dict[str, tuple[str, list[tuple[str, str, np.ndarray]]]]) -> None:
         super().__init__(url, "hops")
         self.routes = routes  # route -> (model, [(input, datatype, array [1, ...])])
 
-    async def open(self) -> None:
-        import grpc
-        from tritonclient.grpc import service_pb2
-
-        await super().open()
-        self._channel = grpc.aio.insecure_channel(self.options.address)
-        self._infer = self._channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        self._bodies = {}
-        for route, (model, tensors) in self.routes.items():
-            request = service_pb2.ModelInferRequest(model_name=model)
-            for name, datatype, array in tensors:
-                tensor = request.inputs.add()
-                tensor.name, tensor.datatype = name, datatype
-                tensor.shape.extend(array.shape)
-                if datatype == "BYTES":
-                    request.raw_input_contents.append(
-                        b"".join(len(x).to_bytes(4, "little") + x for x in array.reshape(-1)))
-                else:
-                    request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
-            self._bodies[route] = request.SerializeToString()
-
-    async def close(self) -> None:
-        await self._channel.close()
-        await super().close()
-
-    async def call(self, kind: str, item) -> None:
-        await self._infer(self._bodies[kind])
+    def request_body(self, kind: str, item) -> bytes:
+        return loadtest.model_infer_request(*self.routes[kind])
 
 
 PARTS = ("compute_input", "compute_infer", "compute_output")

@@ -63,30 +63,34 @@ class LocalEmbedder:
     def embed_images(self, images: Sequence[ImageInput], *, progress: bool = False) -> np.ndarray:
         """Paths, encoded bytes, PIL images or uint8 arrays to L2-normalised float32 `[N, D]`."""
         del progress  # in-process batches are quick; the signature matches mmserve.Client
-        encoded = [encode_image(image, index) for index, image in enumerate(images)]
-        return self._embed(self.images, self.image_tower, encoded, self.images.decode, images)
+
+        def decode(chunk, start: int):  # files are read a batch at a time
+            return self.images.decode([encode_image(image, start + i) for i, image in enumerate(chunk)])
+
+        return self._embed(self.images, self.image_tower, images, decode)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed uint8 `[N, H, W, 3]` batches to embeddings."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != self.pixel_shape:
             raise ValueError(f"expected uint8 [N, {', '.join(map(str, self.pixel_shape))}], got "
                              f"{pixels.dtype} {list(pixels.shape)}")
-        return self._embed(self.images, self.image_tower, pixels, lambda chunk: ({"pixels": chunk}, []), pixels)
+        return self._embed(self.images, self.image_tower, pixels, lambda chunk, _: ({"pixels": chunk}, []))
 
     def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Strings to L2-normalised float32 `[N, D]`."""
         del progress
         check_texts(texts)
-        return self._embed(self.texts, self.text_tower, texts, lambda chunk: (self.texts.tokenize(chunk), []), texts)
+        return self._embed(self.texts, self.text_tower, texts, lambda chunk, _: (self.texts.tokenize(chunk), []))
 
-    def _embed(self, modality: Modality, tower: TowerRuntime, items, decode, originals) -> np.ndarray:
-        """Batches of `settings.batch_size`: decode, then the tower; the first batch with a refused item raises."""
+    def _embed(self, modality: Modality, tower: TowerRuntime, items, decode) -> np.ndarray:
+        """Batches of `settings.batch_size`: `decode(batch, its first index)`, then the tower; the first batch
+        with a refused item raises."""
         size = self.settings.batch_size
         parts = [np.zeros((0, self.dim), dtype=np.float32)]
         for start in range(0, len(items), size):
-            rows, errors = decode(items[start : start + size])
+            rows, errors = decode(items[start : start + size], start)
             if errors:
                 shifted = [dataclasses.replace(e, index=e.index + start) for e in errors]
-                raise InvalidInputError.for_items(modality.kind, shifted, originals)
+                raise InvalidInputError.for_items(modality.kind, shifted, items)
             parts.append(tower.run(modality.batch([rows])))
         return np.concatenate(parts).astype(np.float32, copy=False)

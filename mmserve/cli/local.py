@@ -61,8 +61,7 @@ def embed_text(
     """Print text embeddings as JSON lines (in-process)."""
     from mmserve.embedder import LocalEmbedder
 
-    for text, vector in zip(texts, LocalEmbedder(settings).embed_texts(texts)):
-        print(json.dumps({"text": text, "embedding": [round(float(v), 6) for v in vector]}))
+    _print_rows("text", texts, LocalEmbedder(settings).embed_texts(texts))
 
 
 @app.command("embed-image")
@@ -73,5 +72,10 @@ def embed_image(
     """Print image embeddings as JSON lines (in-process)."""
     from mmserve.embedder import LocalEmbedder
 
-    for path, vector in zip(files, LocalEmbedder(settings).embed_images(files)):
-        print(json.dumps({"file": str(path), "embedding": [round(float(v), 6) for v in vector]}))
+    _print_rows("file", [str(path) for path in files], LocalEmbedder(settings).embed_images(files))
+
+
+def _print_rows(key: str, items: list[str], vectors) -> None:
+    """One JSON line per item: the item under `key`, its embedding rounded to 6 decimals."""
+    for item, vector in zip(items, vectors):
+        print(json.dumps({key: item, "embedding": [round(float(v), 6) for v in vector]}))

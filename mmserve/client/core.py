@@ -197,9 +197,9 @@ def _refused(message: str, request: Request | None) -> errors.InvalidInputError:
         return errors.InvalidInputError(message)
     # Indices in the request -> indices in the caller's list.
     shifted = [e if e.index is None else dataclasses.replace(e, index=request.offset + e.index) for e in items]
-    error = errors.InvalidInputError.for_items(request.kind, shifted)
-    error.item = None if items[0].index is None else request.items[items[0].index]
-    return error
+    local = items[0].index
+    first = {} if local is None else {request.offset + local: request.items[local]}
+    return errors.InvalidInputError.for_items(request.kind, shifted, first)
 
 
 def retry_delay(options: ClientOptions, raw: Exception, request: Request | None, attempt: int) -> float:

@@ -101,7 +101,6 @@ class RawGrpcTarget(TritonTarget):
 
     async def open(self) -> None:
         import grpc
-        from tritonclient.grpc import service_pb2
 
         from mmserve.client.transport import grpc_credentials
 
@@ -113,24 +112,39 @@ class RawGrpcTarget(TritonTarget):
         self._channel = channel
         self._infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         self._metadata = tuple(self.options.headers.items())
-        self._pb = service_pb2
-        self._serialized: dict[int, bytes] = {}
+        self._serialized: dict[tuple[str, int], bytes] = {}
 
     async def close(self) -> None:
         await self._channel.close()
         await super().close()
 
     async def call(self, kind: str, item: bytes | str) -> None:
-        body = self._serialized.get(id(item))
+        body = self._serialized.get((kind, id(item)))
         if body is None:
-            data = item if isinstance(item, bytes) else item.encode("utf-8")
-            request = self._pb.ModelInferRequest(model_name="embed_image" if kind == "image" else "embed_text")
-            tensor = request.inputs.add()
-            tensor.name, tensor.datatype = ("image" if kind == "image" else "text"), "BYTES"
-            tensor.shape.extend([1, 1])
-            request.raw_input_contents.append(len(data).to_bytes(4, "little") + data)
-            body = self._serialized[id(item)] = request.SerializeToString()
+            body = self._serialized[(kind, id(item))] = self.request_body(kind, item)
         await self._infer(body, metadata=self._metadata)
+
+    def request_body(self, kind: str, item: bytes | str) -> bytes:
+        data = item if isinstance(item, bytes) else item.encode("utf-8")
+        model, name = ("embed_image", "image") if kind == "image" else ("embed_text", "text")
+        return model_infer_request(model, [(name, "BYTES", np.array([[data]], dtype=np.object_))])
+
+
+def model_infer_request(model: str, tensors: Sequence[tuple[str, str, np.ndarray]]) -> bytes:
+    """A serialized gRPC ModelInferRequest: each (name, datatype, array with its batch dimension) as raw contents
+    (BYTES items length-prefixed, as Triton reads them)."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, datatype, array in tensors:
+        tensor = request.inputs.add()
+        tensor.name, tensor.datatype = name, datatype
+        tensor.shape.extend(array.shape)
+        if datatype == "BYTES":
+            request.raw_input_contents.append(b"".join(len(x).to_bytes(4, "little") + x for x in array.reshape(-1)))
+        else:
+            request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+    return request.SerializeToString()
 
 
 class JsonHttpTarget:

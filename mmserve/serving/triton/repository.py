@@ -42,8 +42,6 @@ LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
         "text_tokenize": ("text_tokenize.pbtxt", "mmserve.serving.triton.models.preprocess", None),
     },
 }
-# The model names the client and the supervisor know, whatever the layout.
-MODEL_NAMES = ("embed_image", "embed_text", "image_preprocess", "image_tower", "text_tokenize", "text_tower")
 # Small files of a CLIP directory that preprocessing and tokenization read (never the weights).
 MODEL_INFO_FILES = (
     "config.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
