@@ -33,7 +33,7 @@ $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	# torch: the CPU build pinned in constraints.txt (training and export only).
 	$(PIP_INSTALL) scikit-build-core pybind11 cmake ninja \
 	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
-	    torch transformers safetensors onnx onnxscript ftfy pytest hypothesis \
+	    torch transformers safetensors tokenizers sentencepiece onnx onnxscript ftfy pytest hypothesis \
 	    "tritonclient[grpc,http]" usearch typer rich \
 	    fastapi uvicorn contourpy cycler fonttools kiwisolver pyparsing python-dateutil ruff mypy
 	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.

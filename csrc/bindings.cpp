@@ -76,12 +76,19 @@ py::array resize_crop(const py::array& src, std::pair<int, int> resize, std::tup
   return result;
 }
 
-mmserve::image::PreprocessOptions preprocess_options(int size, int crop, const std::string& filter, bool exact,
+mmserve::image::PreprocessOptions preprocess_options(int size, int crop, const std::string& filter,
+                                                    const std::string& resize_mode, bool exact,
                                                     size_t max_bytes, uint64_t max_pixels,
                                                     std::array<uint8_t, 3> background, bool exif) {
   mmserve::image::PreprocessOptions options;
   options.resize_shortest_edge = size;
   options.crop = crop;
+  if (resize_mode == "squash") {
+    options.mode = mmserve::image::ResizeMode::Squash;
+    if (size != crop) throw py::value_error("resize_mode 'squash' has no crop: need size == crop");
+  } else if (resize_mode != "crop") {
+    throw py::value_error("resize_mode must be 'crop' or 'squash', got '" + resize_mode + "'");
+  }
   options.filter = mmserve::image::filter_from_name(filter);
   options.exact = exact;
   options.decode.limits.max_encoded_bytes = max_bytes;
@@ -103,10 +110,11 @@ py::buffer_info borrow_bytes(const py::handle& item, size_t index) {
   return info;
 }
 
-py::tuple preprocess_batch(const py::sequence& images, int size, int crop, const std::string& filter, bool exact,
-                           size_t max_bytes, uint64_t max_pixels, std::array<uint8_t, 3> background, bool exif,
-                           int threads, std::optional<py::array> out) {
-  const auto options = preprocess_options(size, crop, filter, exact, max_bytes, max_pixels, background, exif);
+py::tuple preprocess_batch(const py::sequence& images, int size, int crop, const std::string& filter,
+                           const std::string& resize_mode, bool exact, size_t max_bytes, uint64_t max_pixels,
+                           std::array<uint8_t, 3> background, bool exif, int threads, std::optional<py::array> out) {
+  const auto options =
+      preprocess_options(size, crop, filter, resize_mode, exact, max_bytes, max_pixels, background, exif);
   const size_t count = py::len(images);
   // Own the inputs (buffer views keep the objects alive) before the GIL is released.
   std::vector<py::buffer_info> buffers;
@@ -328,11 +336,12 @@ PYBIND11_MODULE(_C, m) {
   m.attr("DEFAULT_MAX_ENCODED_BYTES") = defaults.max_encoded_bytes;
   m.attr("DEFAULT_MAX_PIXELS") = defaults.max_pixels;
   m.def("preprocess_batch", &preprocess_batch, py::arg("images"), py::arg("size"), py::arg("crop"),
-        py::arg("filter") = "bicubic", py::arg("exact") = false,
+        py::arg("filter") = "bicubic", py::arg("resize_mode") = "crop", py::arg("exact") = false,
         py::arg("max_encoded_bytes") = defaults.max_encoded_bytes, py::arg("max_pixels") = defaults.max_pixels,
         py::arg("background") = white, py::arg("exif_orientation") = true, py::arg("threads") = 0,
         py::arg("out") = py::none(),
-        "Decode, resize and centre-crop encoded images into uint8 [N, crop, crop, 3] on a thread pool "
+        "Decode, resize and centre-crop (resize_mode 'crop') or resize to crop x crop ('squash') encoded images "
+        "into uint8 [N, crop, crop, 3] on a thread pool "
         "(GIL released). Returns (batch, errors): errors[i] is None or why image i failed.");
   m.def("decode", &decode_image, py::arg("data"), py::arg("scale") = 1, py::arg("exif_orientation") = true,
         py::arg("background") = white, py::arg("max_encoded_bytes") = defaults.max_encoded_bytes,

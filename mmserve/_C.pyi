@@ -65,6 +65,7 @@ def preprocess_batch(
     size: int,
     crop: int,
     filter: str = "bicubic",
+    resize_mode: str = "crop",
     exact: bool = False,
     max_encoded_bytes: int = ...,
     max_pixels: int = ...,

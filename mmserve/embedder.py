@@ -1,7 +1,8 @@
 """The `Embedder` protocol, and in-process embedding: preprocessing, tokenization and both towers on this CPU.
 
 An `Embedder` turns texts and images into L2-normalised vectors of one shared
-space; `mmserve.Client` (remote, through Triton) and `LocalEmbedder`
+space (one that also has a `scoring` attribute, a `mmserve.models.Scoring`,
+tells `Search` how its model forms zero-shot scores; CLIP's softmax otherwise); `mmserve.Client` (remote, through Triton) and `LocalEmbedder`
 (in-process) are the two that exist, and search and folder indexing take
 either.
 
@@ -23,9 +24,9 @@ from mmserve.config import Settings
 from mmserve.errors import InvalidInputError
 from mmserve.modalities import Modality
 from mmserve.modalities.image import ImageInput, ImageLimits, ImageModality, ImagePreprocessor, encode_image
-from mmserve.modalities.text import ClipTokenizer, TextModality, check_texts
-from mmserve.models.clip import ClipModelInfo
-from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, is_current
+from mmserve.modalities.text import TextModality, check_texts, load_tokenizer
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_scoring, is_current
+from mmserve.models.info import ModelInfo, Scoring
 from mmserve.runtimes import TowerRuntime, load_tower
 
 
@@ -41,20 +42,25 @@ class Embedder(Protocol):
 class LocalEmbedder:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = s = settings or Settings()
-        self.info = ClipModelInfo.from_dir(s.model_dir)
+        self.info = ModelInfo.from_dir(s.model_dir)
         onnx_dir = s.export_dir()
         if not is_current(s.model_dir, onnx_dir):
             raise FileNotFoundError(f"no ONNX export of {s.model_dir} in {onnx_dir}: run `mmserve export` first")
-        self.tokenizer = ClipTokenizer.from_model_dir(s.model_dir)
+        self._scoring = export_scoring(onnx_dir)
+        self.tokenizer = load_tokenizer(self.info)
         limits = ImageLimits(max_encoded_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
         self.images = ImageModality(ImagePreprocessor(self.info, exact=s.exact_preprocessing, limits=limits))
-        self.texts = TextModality(self.tokenizer, self.info.vocab_size, s.max_text_bytes)
+        self.texts = TextModality(self.tokenizer, self.info.vocab_size, s.max_text_bytes, trim=self.info.trims_padding)
         self.image_tower = load_tower(onnx_dir / IMAGE_TOWER_FILE, s.runtime, s.threads, s.precision)
         self.text_tower = load_tower(onnx_dir / TEXT_TOWER_FILE, s.runtime, s.threads, s.precision)
 
     @property
     def dim(self) -> int:
         return self.info.embedding_dim
+
+    @property
+    def scoring(self) -> Scoring:
+        return self._scoring
 
     @property
     def pixel_shape(self) -> tuple[int, int, int]:

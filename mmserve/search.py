@@ -29,15 +29,15 @@ from pydantic import BaseModel
 from mmserve.embedder import Embedder
 from mmserve.errors import InvalidInputError
 from mmserve.index import Hit, IndexBackend, ItemMetadata
-
-# CLIP's learned temperature is capped at 100 (logit_scale = ln 100); zero-shot probabilities use it.
-CLIP_LOGIT_SCALE = 100.0
+from mmserve.models.info import Scoring
 
 
 class Label(BaseModel):
     label: str
     score: float  # cosine similarity between the image and the label's text
-    probability: float  # softmax over the given labels at CLIP's temperature
+    # In the model's form: softmax over the given labels at the logit scale (CLIP), or this label's own
+    # sigmoid(logit scale x cosine + logit bias) (SigLIP).
+    probability: float
 
 
 class Search:
@@ -57,15 +57,22 @@ class Search:
         if not labels:
             raise ValueError("classify needs at least one label")
         scores = self._scores(image, [template.format(label) for label in labels])
-        logits = CLIP_LOGIT_SCALE * (scores - scores.max())
-        probabilities = np.exp(logits) / np.exp(logits).sum()
+        probabilities = self.scoring.probabilities(scores)
         order = np.argsort(-scores, kind="stable")
         return [Label(label=labels[i], score=float(scores[i]), probability=float(probabilities[i])) for i in order]
 
     def rank(self, image, texts: Sequence[str]) -> list[tuple[str, float]]:
-        """The texts ordered by cosine similarity to the image, best first."""
+        """The texts by similarity to the image, best first, each with its score in the model's form: the
+        cosine (CLIP) or the pair's sigmoid probability (SigLIP)."""
         scores = self._scores(image, list(texts))
-        return [(texts[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
+        pairwise = self.scoring.pairwise(scores)
+        return [(texts[i], float(pairwise[i])) for i in np.argsort(-scores, kind="stable")]
+
+    @property
+    def scoring(self) -> Scoring:
+        """The embedder's score function (`Client` and `LocalEmbedder` know their model's), else CLIP's
+        softmax at its usual logit scale of 100."""
+        return getattr(self.client, "scoring", None) or Scoring()
 
     def _scores(self, image, texts: list[str]) -> np.ndarray:
         image_vector = self.client.embed_images([image])[0]

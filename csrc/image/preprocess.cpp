@@ -34,14 +34,19 @@ void preprocess_into(const uint8_t* data, size_t size, const PreprocessOptions& 
                      std::ptrdiff_t stride) {
   if (options.resize_shortest_edge <= 0 || options.crop <= 0 || options.crop > options.resize_shortest_edge)
     throw std::invalid_argument("need 0 < crop <= resize_shortest_edge");
+  const bool squashed = options.mode == ResizeMode::Squash;
+  if (squashed && options.crop != options.resize_shortest_edge)
+    throw std::invalid_argument("a squash resize has no crop: need crop == resize_shortest_edge");
   DecodeOptions decoding = options.decode;
   if (!options.exact) decoding.fast_path_target = options.resize_shortest_edge;
-  // The reference geometry of the stored size; a DCT-scaled decode resizes the
+  // The reference geometry of the stored size (for a squash too, the DCT fast path keeps the short side at
+  // least the target, so neither axis is upsampled); a DCT-scaled decode resizes the
   // region of its frame that the image covers, so both paths sample the same
   // points. A JPEG is decoded only where the resize reads (the crop's window).
   auto geometry = [&](const Decoded& image) {
-    ResizeCrop g =
-        shortest_side_center_crop(image.full_width, image.full_height, options.resize_shortest_edge, options.crop);
+    ResizeCrop g = squashed ? squash(image.full_width, image.full_height, options.crop)
+                            : shortest_side_center_crop(image.full_width, image.full_height,
+                                                        options.resize_shortest_edge, options.crop);
     g.box_x0 = image.box_x0, g.box_y0 = image.box_y0, g.box_x1 = image.box_x1, g.box_y1 = image.box_y1;
     g.frame_width = image.frame_width, g.frame_height = image.frame_height;
     g.offset_x = image.offset_x, g.offset_y = image.offset_y;

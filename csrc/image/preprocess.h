@@ -2,7 +2,8 @@
 //
 // decode (JPEG/PNG, limits, EXIF orientation, alpha over the background)
 //   -> optional DCT-domain downscale for large JPEGs (the fast path)
-//   -> Pillow-exact shortest-side resize + centre crop in the file's own mode
+//   -> Pillow-exact resize in the file's own mode: shortest side + centre crop
+//      (CLIP), or both sides to the target, aspect ratio not kept (SigLIP)
 //   -> RGB (gray replicated, inverted CMYK through Pillow's cmyk2rgb)
 #pragma once
 
@@ -18,9 +19,15 @@
 
 namespace mmserve::image {
 
+enum class ResizeMode {
+  ShortestSideCrop,  // shortest side to resize_shortest_edge, then a centred crop x crop window
+  Squash,            // the whole image to crop x crop (resize_shortest_edge must equal crop)
+};
+
 struct PreprocessOptions {
   int resize_shortest_edge = 224;
   int crop = 224;
+  ResizeMode mode = ResizeMode::ShortestSideCrop;
   Filter filter = Filter::Bicubic;
   // false: JPEGs whose short side is at least twice the target decode at 1/2,
   // 1/4 or 1/8 scale (the largest that keeps the short side >= the target).

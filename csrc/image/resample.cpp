@@ -409,6 +409,13 @@ ResizeCrop shortest_side_center_crop(int width, int height, int size, int crop) 
   return g;
 }
 
+ResizeCrop squash(int width, int height, int size) {
+  if (width <= 0 || height <= 0 || size <= 0) throw std::invalid_argument("image and target sizes must be positive");
+  ResizeCrop g;
+  g.resize_width = g.resize_height = g.crop_width = g.crop_height = size;
+  return g;
+}
+
 const char* active_resample_kernel() { return kernels_for(Isa::Auto).name; }
 
 namespace {

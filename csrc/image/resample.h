@@ -53,6 +53,9 @@ Window source_window(const ResizeCrop& geometry, Filter filter);
 // window with offsets rounded half to even (Python's round()).
 ResizeCrop shortest_side_center_crop(int width, int height, int size, int crop);
 
+// Both sides to `size` (aspect ratio not kept), no crop: SigLIP's resize.
+ResizeCrop squash(int width, int height, int size);
+
 struct Image8 {
   const uint8_t* data;
   int width;

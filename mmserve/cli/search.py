@@ -118,17 +118,20 @@ def classify(
 def info(*, settings: Settings) -> None:
     """Model facts, runtime, CPU features, and the index (size, dimensions, storage) if there is one."""
     from mmserve.cpu import cpu_features, resample_kernel
-    from mmserve.models.clip import ClipModelInfo
-    from mmserve.models.export import is_current
+    from mmserve.models.export import export_scoring, is_current
+    from mmserve.models.info import ModelInfo
 
-    model = ClipModelInfo.from_dir(settings.model_dir)
+    model = ModelInfo.from_dir(settings.model_dir)
     exported = is_current(settings.model_dir, settings.export_dir())
+    described = model.summary()
+    if exported:
+        scoring = export_scoring(settings.export_dir())
+        described["score"] += f" (logit scale {scoring.logit_scale:.4g}" + (
+            f", bias {scoring.logit_bias:.4g})" if scoring.function == "sigmoid" else ")")
     rows = [
         ("model directory", str(model.path)),
-        ("image size", (f"{model.image_size} (resize shortest edge to {model.resize_shortest_edge}, "
-                        f"{model.resample})")),
+        *described.items(),
         ("mean / std", f"{model.image_mean} / {model.image_std}"),
-        ("context length", str(model.context_length)),
         ("embedding dim", str(model.embedding_dim)),
         ("runtime", f"{settings.runtime} (precision {settings.precision})"),
         ("ONNX export", f"{settings.export_dir()} ({'current' if exported else 'missing: run mmserve export'})"),

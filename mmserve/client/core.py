@@ -20,13 +20,15 @@ from mmserve import errors
 from mmserve.client.options import DEFAULT_URL, ClientOptions
 from mmserve.modalities.image import ImageInput, ImagePreprocessor, encode_image
 from mmserve.modalities.text import encode_texts
+from mmserve.models.info import Scoring
 
 IMAGE_MODEL, TEXT_MODEL, IMAGE_TOWER, TEXT_TOWER = "embed_image", "embed_text", "image_tower", "text_tower"
 MODELS = (IMAGE_MODEL, TEXT_MODEL, "image_preprocess", IMAGE_TOWER, "text_tokenize", TEXT_TOWER)
 
 
 class ModelSummary(BaseModel):
-    """What the client learns from the server's model configs."""
+    """What the client learns from the server's model configs: the model's family, tokenizer, image
+    geometry, pooling and score function, and each model's batch limit."""
 
     embedding_dim: int
     image_size: int
@@ -34,19 +36,37 @@ class ModelSummary(BaseModel):
     resample: str
     context_length: int
     max_batch_size: dict[str, int]
+    family: str = "clip"
+    checkpoint: str = "transformers"
+    resize_mode: str = "crop"
+    tokenizer: str = "clip-bpe"
+    pooling: str = "eos"
+    score_function: str = "softmax"
+    logit_scale: float = 100.0
+    logit_bias: float = 0.0
 
     @classmethod
     def from_configs(cls, configs: dict[str, dict]) -> ModelSummary:
         image, text = configs[IMAGE_MODEL], configs[TEXT_MODEL]
         pixels = next(spec for spec in configs[IMAGE_TOWER]["input"] if spec["name"] == "pixels")
+        image_parameters, text_parameters = _parameters(image), _parameters(text)
+        # A server built before other families names none of these: CLIP's defaults.
+        described: dict[str, Any] = {key: text_parameters[key] for key in (
+            "family", "tokenizer", "pooling", "score_function", "logit_scale", "logit_bias") if key in text_parameters}
+        described |= {key: image_parameters[key] for key in ("resize_mode", "checkpoint") if key in image_parameters}
         return cls(
             embedding_dim=int(image["output"][0]["dims"][0]),
             image_size=int(pixels["dims"][0]),
-            resize_shortest_edge=int(_parameters(image)["resize_shortest_edge"]),
-            resample=_parameters(image)["resample"],
-            context_length=int(_parameters(text)["context_length"]),
+            resize_shortest_edge=int(image_parameters["resize_shortest_edge"]),
+            resample=image_parameters["resample"],
+            context_length=int(text_parameters["context_length"]),
             max_batch_size={name: int(config["max_batch_size"]) for name, config in configs.items()},
+            **described,
         )
+
+    @property
+    def scoring(self) -> Scoring:
+        return Scoring(self.score_function, self.logit_scale, self.logit_bias)
 
 
 def _parameters(config: dict) -> dict[str, str]:
@@ -126,7 +146,8 @@ class Planner:
         from mmserve.modalities.image import ImageGeometry
 
         if self._preprocessor is None:
-            geometry = ImageGeometry(summary.image_size, summary.resize_shortest_edge, summary.resample)
+            geometry = ImageGeometry(summary.image_size, summary.resize_shortest_edge, summary.resample,
+                                     summary.resize_mode)
             self._preprocessor = ImagePreprocessor(geometry, exact=self.options.exact_preprocessing)
         encoded = [encode_image(image, index) for index, image in enumerate(images)]
         pixels, refused = self._preprocessor.preprocess_lenient(encoded)

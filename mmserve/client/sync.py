@@ -15,6 +15,7 @@ from mmserve.client import core
 from mmserve.client.options import DEFAULT_URL
 from mmserve.client.transport import Transport
 from mmserve.modalities.image import ImageInput
+from mmserve.models.info import Scoring
 
 T = TypeVar("T")
 
@@ -55,6 +56,11 @@ class Client(core.Face):
             configs = self._with_retries(lambda: {name: self._transport().model_config(name) for name in core.MODELS})
             self._summary = core.ModelSummary.from_configs(configs)
         return self._summary
+
+    @property
+    def scoring(self) -> Scoring:
+        """The served model's zero-shot score function (what `Search.classify` and `rank` use)."""
+        return self.model_summary().scoring
 
     def statistics(self, model: str = "") -> dict:
         """Triton's inference statistics (per model: counts, batch sizes, queue and compute times)."""

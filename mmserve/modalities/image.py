@@ -2,7 +2,8 @@
 
 The reference pipeline of OpenAI CLIP / open_clip: resize the shortest side to
 the model's size with Pillow's antialiased bicubic, centre-crop, convert to RGB
-(after the resize and crop). `ImagePreprocessor` does exactly that in C++
+(after the resize and crop). SigLIP's (`resize_mode="squash"`): both sides to
+the size, aspect ratio not kept, no crop, with the model's resample filter. `ImagePreprocessor` does exactly that in C++
 (`csrc/image/`); `reference_preprocess` is the Pillow original, kept for the
 parity tests and benchmarks. Scaling and mean/std live inside the exported
 image tower, so the wire carries uint8.
@@ -25,7 +26,7 @@ import numpy as np
 from mmserve import _C
 from mmserve.errors import ErrorCode, InvalidInputError, ItemError
 from mmserve.modalities import Rows
-from mmserve.models.clip import ClipModelInfo
+from mmserve.models.info import ModelInfo
 
 ImageInput = Any  # str | Path | bytes | PIL.Image.Image | numpy uint8 [H, W, 3] or [H, W]
 
@@ -39,11 +40,14 @@ _RESAMPLE = {
 }
 
 
-def reference_preprocess(image, size: int, crop: int | None = None, resample: str = "bicubic") -> np.ndarray:
-    """A Pillow image to uint8 `[crop, crop, 3]`, exactly as open_clip does it."""
+def reference_preprocess(image, size: int, crop: int | None = None, resample: str = "bicubic",
+                         resize_mode: str = "crop") -> np.ndarray:
+    """A Pillow image to uint8 `[crop, crop, 3]`, exactly as open_clip (or, squashed, SigLIP's processor) does."""
     from PIL import Image
 
     crop = size if crop is None else crop
+    if resize_mode == "squash":
+        return np.asarray(image.resize((crop, crop), Image.Resampling(_RESAMPLE[resample])).convert("RGB"))
     width, height = image.size
     # open_clip/torchvision: the short side becomes exactly `size`, the long side int(size * ratio).
     if width <= height:
@@ -69,11 +73,12 @@ class ImageLimits:
 
 @dataclasses.dataclass(frozen=True)
 class ImageGeometry:
-    """The part of a model's preprocessing config the preprocessor needs (a `ClipModelInfo` also fits)."""
+    """The part of a model's preprocessing config the preprocessor needs (a `ModelInfo` also fits)."""
 
-    image_size: int  # side of the centre crop
-    resize_shortest_edge: int
+    image_size: int  # side of the square the tower takes
+    resize_shortest_edge: int  # == image_size for "squash"
     resample: str = "bicubic"
+    resize_mode: str = "crop"  # "crop": shortest side + centre crop; "squash": both sides to image_size
 
 
 class ImagePreprocessor:
@@ -89,7 +94,7 @@ class ImagePreprocessor:
 
     def __init__(
         self,
-        info: ClipModelInfo | ImageGeometry,
+        info: ModelInfo | ImageGeometry,
         *,
         exact: bool = False,
         limits: ImageLimits = ImageLimits(),
@@ -101,6 +106,7 @@ class ImagePreprocessor:
         self.size = info.resize_shortest_edge
         self.crop = info.image_size
         self.resample = info.resample
+        self.resize_mode = info.resize_mode
         self.exact = exact
         self.limits = limits
         self.exif_orientation = exif_orientation
@@ -116,6 +122,7 @@ class ImagePreprocessor:
             self.size,
             self.crop,
             filter=self.resample,
+            resize_mode=self.resize_mode,
             exact=self.exact,
             max_encoded_bytes=self.limits.max_encoded_bytes,
             max_pixels=self.limits.max_pixels,

@@ -1,10 +1,11 @@
-"""CLIP BPE tokenizer: open_clip's `SimpleTokenizer` pipeline, in C++ (`csrc/tokenizer/`).
+"""Text for a text tower: the tokenizer of the model's family, and the `TextModality` that serves it.
 
-Reproduces the reference: html unescape (twice), whitespace collapse,
-`str.lower` (with its final-sigma rule), the CLIP split pattern as the `regex`
-module applies it, byte-to-unicode, rank-ordered BPE with `</w>`, start/end
-tokens, zero padding, and truncation that keeps the end-of-text token. Batches
-run on a thread pool with the GIL released.
+CLIP's BPE (`ClipTokenizer`) is open_clip's `SimpleTokenizer` pipeline, in C++
+(`csrc/tokenizer/`): html unescape (twice), whitespace collapse, `str.lower`
+(with its final-sigma rule), the CLIP split pattern as the `regex` module
+applies it, byte-to-unicode, rank-ordered BPE with `</w>`, start/end tokens,
+zero padding, and truncation that keeps the end-of-text token. Batches run on
+a thread pool with the GIL released.
 
 `ftfy.fix_text`, which the reference applies first, runs first here too (by
 default; `fix_text=False` skips it): it uncurls the quotes phone keyboards
@@ -13,8 +14,9 @@ combining marks (NFC), repairs mojibake and drops control characters. Texts
 it provably leaves alone (printable ASCII, tabs and newlines, no `&`) skip it:
 the fast path costs a regular-expression match.
 
-The vocabulary and the context length come from the model directory
-(`ClipModelInfo`), so a model with another context length tokenizes to it.
+SigLIP's and SigLIP 2's tokenizers are in `mmserve.modalities.tokenizers`;
+`load_tokenizer` picks the model's. The vocabulary and the context length
+come from the model directory (`ModelInfo`).
 """
 
 from __future__ import annotations
@@ -23,16 +25,43 @@ import bisect
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from mmserve import _C
 from mmserve.errors import ErrorCode, InvalidInputError, ItemError
 from mmserve.modalities import Rows
-from mmserve.models.clip import BpeVocabulary, ClipModelInfo, load_vocabulary
+from mmserve.models.clip import BpeVocabulary, default_model_dir, load_vocabulary
+from mmserve.models.info import ModelInfo
+
+
+class TextTokenizer(Protocol):
+    context_length: int
+    eos_token_id: int
+    pad_token_id: int
+
+    def tokenize(self, texts: list[str] | str, context_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """int32 ids `[N, L]` (padded as the model was trained) and each row's token count."""
+
+    def __call__(self, texts: list[str] | str, context_length: int | None = None) -> np.ndarray:
+        """The ids alone."""
+
+
+def load_tokenizer(info: ModelInfo, **options) -> TextTokenizer:
+    """The tokenizer of `info`'s family (`options`: ClipTokenizer's, for CLIP BPE)."""
+    from mmserve.modalities import tokenizers
+
+    if info.tokenizer == "sentencepiece":
+        return tokenizers.SentencePieceTokenizer.from_model_dir(info)
+    if info.tokenizer == "tokenizers":
+        return tokenizers.JsonTokenizer.from_model_dir(info)
+    return ClipTokenizer.from_model_dir(info.path, **options)
 
 
 class ClipTokenizer:
+    pad_token_id = 0
+
     def __init__(
         self,
         vocabulary: BpeVocabulary,
@@ -54,8 +83,17 @@ class ClipTokenizer:
 
     @classmethod
     def from_model_dir(cls, path: str | Path, **options) -> ClipTokenizer:
-        info = ClipModelInfo.from_dir(path)
-        return cls(load_vocabulary(path), info.context_length, info.start_token_id, info.eos_token_id, **options)
+        """A CLIP directory's tokenizer (an open_clip checkpoint without vocabulary files: CLIP's, bundled)."""
+        info = ModelInfo.from_dir(path)
+        if info.tokenizer != "clip-bpe" or info.start_token_id is None:
+            raise ValueError(f"{path} is a {info.family} model: its tokenizer is {info.tokenizer}, not CLIP's BPE")
+        try:
+            vocabulary = load_vocabulary(path)
+        except FileNotFoundError:
+            if info.checkpoint != "open_clip":
+                raise
+            vocabulary = load_vocabulary(default_model_dir())
+        return cls(vocabulary, info.context_length, info.start_token_id, info.eos_token_id, **options)
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of `text`, without start/end tokens or padding."""
@@ -150,28 +188,34 @@ def length_buckets(context_length: int, step: int = 4) -> list[int]:
 
 
 class TextModality:
-    """Texts for a CLIP text tower: UTF-8 -> token ids and lengths (the `Modality` interface).
+    """Texts for a text tower: UTF-8 -> token ids and lengths (the `Modality` interface).
 
-    A batch is cut after its longest end-of-text position, rounded up to one of
-    `length_buckets` (so the runtime sees few shapes): the tower is causal and
-    pools at end-of-text, so the embeddings are identical and a batch of short
-    queries costs a fraction of the full context.
+    For a causal tower that pools at end-of-text (CLIP), a batch is cut after
+    its longest end-of-text position, rounded up to one of `length_buckets` (so
+    the runtime sees few shapes): the embeddings are identical and a batch of
+    short queries costs a fraction of the full context. A tower that pools a
+    fixed position (SigLIP) always gets the whole context, padded as its
+    tokenizer pads (`trim=False`).
     """
 
     kind, encoded_input = "text", "text"
     tensor_inputs: tuple[str, ...] = ("token_ids", "lengths")
 
-    def __init__(self, tokenizer: ClipTokenizer, vocab_size: int, max_text_bytes: int = 64 << 10) -> None:
+    def __init__(self, tokenizer: TextTokenizer, vocab_size: int, max_text_bytes: int = 64 << 10, *,
+                 trim: bool = True) -> None:
         self.tokenizer = tokenizer
         self.context_length = tokenizer.context_length
         self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id
         self.vocab_size = vocab_size
         self.max_text_bytes = max_text_bytes
-        self.buckets = length_buckets(self.context_length)
+        self.trim = trim
+        self.buckets = length_buckets(self.context_length) if trim else [self.context_length]
 
     @classmethod
     def from_model_dir(cls, path: str | Path, max_text_bytes: int = 64 << 10) -> TextModality:
-        return cls(ClipTokenizer.from_model_dir(path), ClipModelInfo.from_dir(path).vocab_size, max_text_bytes)
+        info = ModelInfo.from_dir(path)
+        return cls(load_tokenizer(info), info.vocab_size, max_text_bytes, trim=info.trims_padding)
 
     def decode(self, items: Sequence[bytes]) -> tuple[Rows, list[ItemError]]:
         texts, errors = decode_utf8(items, self.max_text_bytes)
@@ -198,6 +242,10 @@ class TextModality:
         if ids.shape[1] == 0 or ids.shape[1] > self.context_length:
             return [ItemError(None, ErrorCode.INVALID_TOKENS,
                               f"token_ids has {ids.shape[1]} positions; this model takes 1 to {self.context_length}")]
+        if not self.trim and ids.shape[1] != self.context_length:
+            return [ItemError(None, ErrorCode.INVALID_TOKENS,
+                              f"token_ids has {ids.shape[1]} positions; this model pools a fixed position and takes "
+                              f"exactly {self.context_length}, padded as its tokenizer pads")]
         if lengths is not None and len(lengths) != len(ids):
             return [ItemError(None, ErrorCode.INVALID_TOKENS,
                               f"lengths has {len(lengths)} values for {len(ids)} rows of token_ids")]
@@ -215,7 +263,7 @@ class TextModality:
     def batch(self, parts: Sequence[Rows]) -> np.ndarray:
         needed = max(int(part["lengths"].max()) for part in parts)
         width = self.buckets[bisect.bisect_left(self.buckets, needed)]
-        batch = np.zeros((sum(len(part["token_ids"]) for part in parts), width), dtype=np.int32)
+        batch = np.full((sum(len(part["token_ids"]) for part in parts), width), self.pad_token_id, dtype=np.int32)
         row = 0
         for part in parts:
             ids = part["token_ids"]

@@ -1,4 +1,4 @@
-"""Reading a CLIP model directory (Hugging Face `CLIPModel` layout) without torch.
+"""Reading a CLIP model directory (Hugging Face `CLIPModel` layout) without torch, and CLIP's BPE vocabulary.
 
 Everything that preprocessing, tokenization and serving need to know about a
 model comes from its files here, so a user's own checkpoint (for example a
@@ -18,9 +18,12 @@ import gzip
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from mmserve.models.info import ModelInfo, read_json, size_value
 
 # Pillow's resample codes, as Hugging Face stores them in preprocessor_config.json.
-_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 START_OF_TEXT = "<|startoftext|>"
@@ -35,65 +38,36 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("mmserve") / "models" / "default"))
 
 
-@dataclasses.dataclass(frozen=True)
-class ClipModelInfo:
-    path: Path
-    image_size: int  # side of the square crop the image tower takes
-    resize_shortest_edge: int
-    resample: str
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
-    context_length: int
-    embedding_dim: int
-    start_token_id: int
-    eos_token_id: int
-    vocab_size: int
-
-    @classmethod
-    def from_dir(cls, path: str | Path) -> ClipModelInfo:
-        path = Path(path)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} is not a CLIP model directory: no config.json")
-        config = json.loads(config_file.read_text())
-        text, vision = config.get("text_config", {}), config.get("vision_config", {})
-        pre_file = path / "preprocessor_config.json"
-        pre = json.loads(pre_file.read_text()) if pre_file.is_file() else {}
-
-        image_size = int(vision.get("image_size", 224))
-        crop = _size_value(pre.get("crop_size"), image_size)
-        shortest = _size_value(pre.get("size"), crop)
-        if crop != image_size:
-            raise ValueError(
-                f"{pre_file}: crop size {crop} does not match the vision tower's image_size {image_size}"
-            )
-        vocab = load_vocabulary(path)
-        return cls(
-            path=path,
-            image_size=image_size,
-            resize_shortest_edge=shortest,
-            resample=_RESAMPLE_NAMES.get(int(pre.get("resample", 3)), "bicubic"),
-            image_mean=tuple(pre.get("image_mean", OPENAI_MEAN)),
-            image_std=tuple(pre.get("image_std", OPENAI_STD)),
-            context_length=int(text.get("max_position_embeddings", 77)),
-            embedding_dim=int(config.get("projection_dim", 512)),
-            start_token_id=vocab.encoder[START_OF_TEXT],
-            eos_token_id=vocab.encoder[END_OF_TEXT],
-            vocab_size=int(text.get("vocab_size", len(vocab.encoder))),
-        )
+def read(path: Path, config: dict[str, Any]) -> ModelInfo:
+    """A Hugging Face `CLIPModel` directory (`config.json` already read)."""
+    text, vision = config.get("text_config", {}), config.get("vision_config", {})
+    pre_file = path / "preprocessor_config.json"
+    pre = read_json(pre_file)
+    image_size = int(vision.get("image_size", 224))
+    crop = size_value(pre.get("crop_size"), image_size)
+    shortest = size_value(pre.get("size"), crop)
+    if crop != image_size:
+        raise ValueError(f"{pre_file}: crop size {crop} does not match the vision tower's image_size {image_size}")
+    vocab = load_vocabulary(path)
+    return ModelInfo(
+        path=path,
+        family="clip",
+        checkpoint="transformers",
+        image_size=image_size,
+        resize_shortest_edge=shortest,
+        resample=RESAMPLE_NAMES.get(int(pre.get("resample", 3)), "bicubic"),
+        image_mean=tuple(pre.get("image_mean", OPENAI_MEAN)),
+        image_std=tuple(pre.get("image_std", OPENAI_STD)),
+        context_length=int(text.get("max_position_embeddings", 77)),
+        embedding_dim=int(config.get("projection_dim", 512)),
+        start_token_id=vocab.encoder[START_OF_TEXT],
+        eos_token_id=vocab.encoder[END_OF_TEXT],
+        vocab_size=int(text.get("vocab_size", len(vocab.encoder))),
+    )
 
 
-def _size_value(value: object, default: int) -> int:
-    """Hugging Face writes sizes as an int or as {"shortest_edge"|"height": n}."""
-    if value is None:
-        return default
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict):
-        for key in ("shortest_edge", "height"):
-            if key in value:
-                return int(value[key])
-    raise ValueError(f"unsupported size entry in preprocessor_config.json: {value!r}")
+# The name the package exported before other families: every family's directory reads as a ModelInfo.
+ClipModelInfo = ModelInfo
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,15 @@
-"""Export a CLIP model directory's two towers to ONNX (needs the `train` extra).
+"""Export a model directory's two towers to ONNX (needs the `train` extra), any supported family.
 
     mmserve export --model-dir DIR --out DIR
 
 - `image_tower.onnx`: `images` uint8 `[B, H, W, 3]` -> `embedding` float32 `[B, D]`
 - `text_tower.onnx`: `token_ids` int32 `[B, L]` -> `embedding` float32 `[B, D]`
 
-Batch and (for text) length are dynamic; preprocessing arithmetic, projection
-and L2 normalisation are inside the graphs. A `manifest.json` records what was
-exported from which weights, so a repository build can reuse the files.
+Batch and (for text) length are dynamic (SigLIP's towers are only ever given
+the whole context); preprocessing arithmetic, projection and L2 normalisation
+are inside the graphs. A `manifest.json` records what was exported from which
+weights, the family and its score function (the learned logit scale and
+bias), so a repository build can reuse the files and clients can score.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import warnings
 from pathlib import Path
 
-from mmserve.models.clip import ClipModelInfo
+from mmserve.models.info import ModelInfo, Scoring
 
 OPSET = 17
 IMAGE_TOWER_FILE = "image_tower.onnx"
@@ -55,7 +57,8 @@ def is_current(model_dir: str | Path, out_dir: str | Path) -> bool:
         return False
     recorded = json.loads(manifest.read_text())
     files_present = all((Path(out_dir) / f).is_file() for f in (IMAGE_TOWER_FILE, TEXT_TOWER_FILE))
-    return files_present and recorded.get("fingerprint") == weights_fingerprint(model_dir)
+    # An export without the score function predates other families: export again (once).
+    return files_present and "scoring" in recorded and recorded.get("fingerprint") == weights_fingerprint(model_dir)
 
 
 def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
@@ -65,17 +68,17 @@ def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = F
         return out_dir
     import torch
 
-    from mmserve.models.towers import load_clip, towers_for
+    from mmserve.models.towers import load_model, scoring_of, towers_for
 
-    info = ClipModelInfo.from_dir(model_dir)
-    clip = load_clip(model_dir)
-    image_tower, text_tower = towers_for(clip, info)
+    info = ModelInfo.from_dir(model_dir)
+    model = load_model(info)
+    image_tower, text_tower = towers_for(model, info)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # Trace with batch 2 so no reshape bakes in batch 1 (see REFERENCE.md).
     images = torch.zeros((2, info.image_size, info.image_size, 3), dtype=torch.uint8)
-    tokens = torch.zeros((2, info.context_length), dtype=torch.int32)
-    tokens[:, 0], tokens[:, 1] = info.start_token_id, info.eos_token_id
+    tokens = torch.full((2, info.context_length), info.pad_token_id, dtype=torch.int32)
+    tokens[:, 0], tokens[:, 1] = info.start_token_id or info.eos_token_id, info.eos_token_id
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         for tower, example, file, name, axes in (
@@ -90,6 +93,8 @@ def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = F
     manifest = {
         "model_dir": str(Path(model_dir).resolve()),
         "fingerprint": weights_fingerprint(model_dir),
+        "family": info.family,
+        "scoring": scoring_of(model, info).to_dict(),
         "opset": OPSET,
         "image_size": info.image_size,
         "context_length": info.context_length,
@@ -97,6 +102,12 @@ def export_towers(model_dir: str | Path, out_dir: str | Path, *, force: bool = F
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return out_dir
+
+
+def export_scoring(out_dir: str | Path) -> Scoring:
+    """The score function recorded with an export (CLIP's defaults for an export that predates it)."""
+    recorded = json.loads((Path(out_dir) / MANIFEST_FILE).read_text()).get("scoring")
+    return Scoring(**recorded) if recorded else Scoring()
 
 
 def _declare_output_shape(path: Path, dim: int) -> None:

@@ -1,12 +1,16 @@
-"""PyTorch wrappers of a Hugging Face CLIPModel's two towers, as they are served.
+"""PyTorch wrappers of a model's two towers, as they are served (CLIPModel, SiglipModel; open_clip
+checkpoints are converted to a CLIPModel first, `mmserve.models.convert`).
 
 Training, ONNX export and the parity tests all go through these modules so the
 served graph is exactly the trained one:
 
 - `ImageTower`: uint8 NHWC `[B, H, W, 3]` in; cast, 1/255, mean/std and the
   NHWC->NCHW transpose happen inside; L2-normalised `embedding [B, D]` out.
-- `TextTower`: int32 token ids `[B, L]` in, any `L` up to the context length;
-  pools at the first end-of-text token; L2-normalised `embedding [B, D]` out.
+- `TextTower` (CLIP): int32 token ids `[B, L]` in, any `L` up to the context
+  length; pools at the first end-of-text token; L2-normalised `embedding [B, D]`.
+- `SiglipTextTower`: int32 token ids `[B, context_length]`, padded as the
+  tokenizer pads; no attention mask (SigLIP attends to its padding, as it was
+  trained) and pools the last position.
 
 This module imports torch and transformers: it belongs to the `train` extra and
 is never imported by the serving path.
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmserve.models.clip import ClipModelInfo
+from mmserve.models.info import ModelInfo, Scoring
 
 
 class ImageTower(nn.Module):
@@ -30,7 +34,8 @@ class ImageTower(nn.Module):
     def __init__(self, clip: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.vision_model = clip.vision_model
-        self.visual_projection = clip.visual_projection
+        # SigLIP's pooler (its attention-pooling head) is already the embedding: no projection.
+        self.visual_projection = getattr(clip, "visual_projection", None) or nn.Identity()
         # Fold /255 and mean/std into one multiply-add: x * scale + shift.
         scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
         shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
@@ -65,6 +70,16 @@ class TextTower(nn.Module):
         return nn.functional.normalize(self.text_projection(pooled), dim=-1)
 
 
+class SiglipTextTower(nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.text_model = model.text_model
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        pooled = self.text_model(input_ids=token_ids.to(torch.int64)).pooler_output
+        return nn.functional.normalize(pooled, dim=-1)
+
+
 def load_clip(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     """Load a local Hugging Face CLIP directory (no network) as a CLIPModel."""
     from transformers import CLIPModel
@@ -73,11 +88,30 @@ def load_clip(model_dir: str | Path, dtype: torch.dtype = torch.float32):
     return model.eval()
 
 
-def towers_for(clip: Any, info: ClipModelInfo) -> tuple[ImageTower, TextTower]:
-    return (
-        ImageTower(clip, info.image_mean, info.image_std),
-        TextTower(clip, info.eos_token_id),
-    )
+def load_model(info: ModelInfo, dtype: torch.dtype = torch.float32):
+    """The PyTorch model of any supported directory (no network): CLIPModel, SiglipModel, or an open_clip
+    checkpoint converted to a CLIPModel."""
+    if info.checkpoint == "open_clip":
+        from mmserve.models.convert import open_clip_to_hf
+
+        return open_clip_to_hf(info.path).to(dtype).eval()
+    if info.family == "clip":
+        return load_clip(info.path, dtype)
+    from transformers import SiglipModel
+
+    return SiglipModel.from_pretrained(str(info.path), dtype=dtype, local_files_only=True).eval()
+
+
+def towers_for(model: Any, info: ModelInfo) -> tuple[ImageTower, nn.Module]:
+    text = TextTower(model, info.eos_token_id) if info.pooling == "eos" else SiglipTextTower(model)
+    return ImageTower(model, info.image_mean, info.image_std), text
+
+
+def scoring_of(model: Any, info: ModelInfo) -> Scoring:
+    """The model's zero-shot score function with its learned logit scale (and SigLIP's bias)."""
+    scale = float(model.logit_scale.detach().float().exp().reshape(-1)[0])
+    bias = float(model.logit_bias.detach().float().reshape(-1)[0]) if info.score_function == "sigmoid" else 0.0
+    return Scoring(info.score_function, scale, bias)
 
 
 def write_random_clip(directory: str | Path, *, seed: int = 0, **config_kwargs) -> Path:

@@ -1,4 +1,4 @@
-"""`mmserve build`: write a Triton model repository for a CLIP model directory.
+"""`mmserve build`: write a Triton model repository for a model directory (any supported family).
 
 With a runtime mmserve loads itself (`Runtime.triton_backend == "python"`: OpenVINO, ONNX Runtime):
 
@@ -27,8 +27,8 @@ from importlib import resources
 from pathlib import Path
 
 from mmserve.config import BuildOptions, Settings
-from mmserve.models.clip import ClipModelInfo
-from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_towers, is_current
+from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_scoring, export_towers, is_current
+from mmserve.models.info import ModelInfo
 from mmserve.runtimes import runtime
 
 # model -> (template, the Python module behind it or None for an ensemble, the tower file it holds)
@@ -42,10 +42,11 @@ LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
         "text_tokenize": ("text_tokenize.pbtxt", "mmserve.serving.triton.models.preprocess", None),
     },
 }
-# Small files of a CLIP directory that preprocessing and tokenization read (never the weights).
+# Files of a model directory that preprocessing and tokenization read (never the weights).
 MODEL_INFO_FILES = (
     "config.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
-    "vocab.json", "merges.txt", "bpe_simple_vocab_16e6.txt.gz",
+    "vocab.json", "merges.txt", "bpe_simple_vocab_16e6.txt.gz", "open_clip_config.json",
+    "spiece.model", "tokenizer.json",
 )
 MODEL_INFO_DIR = "clip"
 
@@ -55,7 +56,7 @@ def build_repository(settings: Settings, out: Path) -> Path:
 
     The configs take the model from `settings.model_dir`, the serving knobs from its `BuildOptions` fields,
     and the runtime, precision, threads, preprocessing mode and input limits from the rest."""
-    info = ClipModelInfo.from_dir(settings.model_dir)
+    info = ModelInfo.from_dir(settings.model_dir)
     backend = runtime(settings.runtime).triton_backend
     if backend not in LAYOUTS:
         raise LookupError(f"runtime {settings.runtime} is served by Triton's {backend} backend, which this build "
@@ -64,6 +65,7 @@ def build_repository(settings: Settings, out: Path) -> Path:
     onnx_dir = settings.export_dir()
     if not is_current(settings.model_dir, onnx_dir):
         export_towers(settings.model_dir, onnx_dir)
+    scoring = export_scoring(onnx_dir)
 
     queues = _queue_sizes(settings)
     values = {
@@ -80,6 +82,14 @@ def build_repository(settings: Settings, out: Path) -> Path:
         "image_size": info.image_size,
         "resize_shortest_edge": info.resize_shortest_edge,
         "resample": info.resample,
+        "resize_mode": info.resize_mode,
+        "family": info.family,
+        "checkpoint": info.checkpoint,
+        "tokenizer": info.tokenizer,
+        "pooling": info.pooling,
+        "score_function": scoring.function,
+        "logit_scale": repr(scoring.logit_scale),
+        "logit_bias": repr(scoring.logit_bias),
         "embedding_dim": info.embedding_dim,
         "context_length": info.context_length,
         "image_tower_file": IMAGE_TOWER_FILE,

@@ -46,11 +46,11 @@ def load_modality(model: ModelArgs) -> Modality:
     clip_dir = model.version_dir / "clip"
     if kind == "image":
         from mmserve.modalities.image import ImageLimits, ImageModality, ImagePreprocessor
-        from mmserve.models.clip import ClipModelInfo
+        from mmserve.models.info import ModelInfo
 
         limits = ImageLimits(max_encoded_bytes=model.int_parameter("max_image_bytes"),
                              max_pixels=model.int_parameter("max_image_pixels"))
-        preprocessor = ImagePreprocessor(ClipModelInfo.from_dir(clip_dir), exact=model.parameter("exact") == "true",
+        preprocessor = ImagePreprocessor(ModelInfo.from_dir(clip_dir), exact=model.parameter("exact") == "true",
                                          limits=limits, threads=model.int_parameter("decode_threads", 0))
         return ImageModality(preprocessor)
     if kind == "text":
