@@ -9,7 +9,14 @@ for short queries (~8 words), captions (~30 words), and non-ASCII queries
 (accents, curly quotes: every one takes ftfy's full path). Texts are unique,
 so neither cache (mmserve's BPE cache, open_clip's) is primed beyond the words.
 
-    python bench/bench_tokenizer.py [--texts 2000] [--rounds 5]
+Then SigLIP's and SigLIP 2's tokenizers (random-weight checkpoints written
+here, tokenizers trained on the mixed corpus) against transformers' own
+(`SiglipTokenizer`, `GemmaTokenizer`), and, with `--siglip-tower`, the
+full-size SigLIP base text tower at its 64 positions (OpenVINO, batch 32, the
+host's threads): the tokenizer must outrun the tower by far for Python-level
+tokenizing (no new C++) to be right.
+
+    python bench/bench_tokenizer.py [--texts 2000] [--rounds 5] [--siglip-tower]
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
+    parser.add_argument("--siglip-tower", action="store_true", help="also time the full-size SigLIP text tower")
     args = parser.parse_args()
 
     from transformers import CLIPTokenizerFast
@@ -79,6 +87,63 @@ def main() -> None:
             print(f"  {name:<24} {rate:>10.0f} {rate / rates['open_clip (reference)']:>12.1f}x "
                   f"{rate / rates['HF CLIPTokenizerFast']:>10.2f}x")
         print()
+    siglip(args)
+
+
+def siglip(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from mmserve.dev.checkpoints import write_random_siglip
+    from mmserve.modalities.text import load_tokenizer
+    from mmserve.models import ModelInfo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print("SigLIP tokenizers, captions (~12 words), padded to 64")
+        print(f"  {'tokenizer':<34} {'texts/s':>10} {'vs transformers':>16}")
+        for variant in ("siglip", "siglip2"):
+            directory = write_random_siglip(Path(tmp) / variant, variant=variant)
+            ours = load_tokenizer(ModelInfo.from_dir(directory))
+            theirs = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+            cases = {f"transformers {type(theirs).__name__}":
+                     lambda batch, t=theirs: t(batch, padding="max_length", max_length=64, truncation=True),
+                     f"mmserve {type(ours).__name__}": lambda batch, t=ours: t(batch)}
+            samples: dict[str, list[float]] = {name: [] for name in cases}
+            for round_index in range(args.rounds):
+                batch = texts(args.texts, 12, seed=round_index * 11)
+                for name, fn in cases.items():
+                    start = time.perf_counter()
+                    fn(batch)
+                    samples[name].append(len(batch) / (time.perf_counter() - start))
+            rates = {name: float(np.median(v)) for name, v in samples.items()}
+            base = next(iter(rates.values()))
+            for name, rate in rates.items():
+                print(f"  {name:<34} {rate:>10.0f} {rate / base:>15.2f}x")
+        if args.siglip_tower:
+            print()
+            print(f"  {'SigLIP base text tower (OpenVINO)':<34} {tower_rate(Path(tmp)):>10.0f}   texts/s, batch 32")
+        print()
+
+
+def tower_rate(tmp) -> float:
+    from mmserve.dev.checkpoints import write_random_siglip
+    from mmserve.models import ModelInfo
+    from mmserve.models.export import TEXT_TOWER_FILE, export_towers
+    from mmserve.runtimes import load_tower
+
+    directory = write_random_siglip(tmp / "base", full_size=True)
+    export_towers(directory, tmp / "base-onnx")
+    tower = load_tower(tmp / "base-onnx" / TEXT_TOWER_FILE, "openvino")
+    info = ModelInfo.from_dir(directory)
+    ids = np.full((32, info.context_length), info.pad_token_id, dtype=np.int32)
+    ids[:, :10] = 7
+    tower(ids)
+    start, runs = time.perf_counter(), 10
+    for _ in range(runs):
+        tower(ids)
+    return 32 * runs / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,58 @@ def test_served_end_to_end(family, reference, tmp_path, stack_factory):
     assert export_scoring(settings.export_dir()).function == "sigmoid"
 
 
+def test_info_names_the_family(family):
+    from tests.test_cli import run_cli
+
+    result = run_cli("info", settings=family[1])
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
+    assert family[0].name in lines["family"] and "transformers checkpoint" in lines["family"]
+    assert ("sentencepiece" if family[0].name == "siglip" else "tokenizers") in lines["tokenizer"]
+    assert "both sides to 32" in lines["image size"]
+    assert "last position" in lines["pooling"]
+    assert "sigmoid" in lines["score"] and "bias -8.5" in lines["score"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", FAMILIES)
+def test_full_size_siglip_base_parity(tmp_path, variant):
+    """SiglipConfig's defaults (ViT-B/16 at 224, 12-layer text tower at 64 positions) with random weights."""
+    from mmserve.dev.checkpoints import write_random_siglip
+    from mmserve.modalities.image import ImagePreprocessor
+
+    directory = write_random_siglip(tmp_path / variant, variant=variant, full_size=True, seed=9)
+    onnx_dir = export_towers(directory, tmp_path / "onnx")
+    reference = Reference(directory)
+    encoded = photos()[:4]
+    pixels = ImagePreprocessor(ModelInfo.from_dir(directory), exact=True)(encoded)
+    for precision, minimum in (("f32", 0.9999), ("auto", 0.999)):
+        image = load_tower(onnx_dir / IMAGE_TOWER_FILE, "openvino", precision=precision)(pixels)
+        assert cosines(image, reference.images(encoded)).min() >= minimum
+        text = load_tower(onnx_dir / TEXT_TOWER_FILE, "openvino", precision=precision)(
+            reference.token_ids(TEXTS).astype(np.int32))
+        assert cosines(text, reference.texts(TEXTS)).min() >= minimum
+
+
+@pytest.mark.slow
+def test_full_size_open_clip_vit_b32_parity(tmp_path):
+    from mmserve.dev.checkpoints import write_random_open_clip
+    from mmserve.modalities.image import ImagePreprocessor
+    from mmserve.modalities.text import ClipTokenizer, trim_padding
+
+    directory = write_random_open_clip(tmp_path / "b32", "ViT-B-32-quickgelu", tiny=False, seed=3)
+    onnx_dir = export_towers(directory, tmp_path / "onnx")
+    reference = OpenClipReference(directory)
+    info = ModelInfo.from_dir(directory)
+    encoded = photos()[:4]
+    image = load_tower(onnx_dir / IMAGE_TOWER_FILE, "openvino", precision="f32")(
+        ImagePreprocessor(info, exact=True)(encoded))
+    assert cosines(image, reference.images(encoded)).min() >= 0.9999
+    ids = trim_padding(ClipTokenizer.from_model_dir(directory)(TEXTS), info.eos_token_id)
+    text = load_tower(onnx_dir / TEXT_TOWER_FILE, "openvino", precision="f32")(ids)
+    assert cosines(text, reference.texts(TEXTS)).min() >= 0.9999
+
+
 def test_naflex_checkpoint_is_refused_clearly(tmp_path):
     from mmserve.dev.checkpoints import write_random_siglip2_naflex
 
@@ -232,3 +284,117 @@ def test_unknown_model_type_is_refused(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "blip"}')
     with pytest.raises(ValueError, match="model_type 'blip' is not supported"):
         ModelInfo.from_dir(tmp_path)
+
+
+# -- open_clip checkpoint directories ----------------------------------------------------------------------
+
+OPEN_CLIP_MODELS = ("ViT-B-32-quickgelu", "ViT-B-16", "ViT-L-14", "ViT-H-14")
+
+
+class OpenClipReference:
+    """open_clip's own CLIP (its code, its config for the name, the checkpoint's weights), its tokenizer, and
+    the Pillow pipeline open_clip's transforms run (shortest side, centre crop; `reference_preprocess`)."""
+
+    def __init__(self, directory) -> None:
+        from mmserve.dev.checkpoints import open_clip_model, open_clip_modules
+
+        self.model = open_clip_model(directory)
+        self.tokenizer = open_clip_modules()[1].SimpleTokenizer()
+        self.info = ModelInfo.from_dir(directory)
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.encode_text(self.tokenizer(texts, context_length=77), normalize=True).numpy()
+
+    def images(self, encoded: list[bytes]) -> np.ndarray:
+        from mmserve.modalities.image import reference_preprocess
+
+        info = self.info
+        pixels = np.stack([reference_preprocess(_over_white(Image.open(io.BytesIO(data))), info.image_size,
+                                                resample=info.resample, resize_mode=info.resize_mode)
+                           for data in encoded])
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (info.image_mean, info.image_std))
+        with torch.no_grad():
+            x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
+            return self.model.encode_image(x, normalize=True).numpy()
+
+    def probabilities(self, image: bytes, texts: list[str]) -> np.ndarray:
+        logits = float(self.model.logit_scale.exp()) * self.images([image]) @ self.texts(texts).T
+        return torch.softmax(torch.from_numpy(logits[0]), dim=0).numpy()
+
+
+@pytest.fixture(scope="module", params=OPEN_CLIP_MODELS)
+def open_clip_checkpoint(request, tmp_path_factory):
+    from mmserve.dev.checkpoints import write_random_open_clip
+
+    directory = write_random_open_clip(tmp_path_factory.mktemp("open_clip") / request.param, request.param, seed=4)
+    settings = Settings(model_dir=directory, cache_dir=tmp_path_factory.mktemp(f"{request.param}-cache"))
+    export_towers(directory, settings.export_dir())
+    return directory, settings
+
+
+@pytest.mark.parametrize("precision, minimum", [("f32", 0.9999), ("auto", 0.999)])
+def test_open_clip_checkpoint_exports_as_open_clip_computes(open_clip_checkpoint, precision, minimum):
+    from mmserve.modalities.image import ImagePreprocessor
+    from mmserve.modalities.text import ClipTokenizer, trim_padding
+
+    directory, settings = open_clip_checkpoint
+    reference = OpenClipReference(directory)
+    info = ModelInfo.from_dir(directory)
+    assert (info.family, info.checkpoint, info.tokenizer, info.pooling) == ("clip", "open_clip", "clip-bpe", "eos")
+    ids = ClipTokenizer.from_model_dir(directory)(TEXTS)  # no vocabulary in the directory: CLIP's, bundled
+    assert np.array_equal(ids, reference.tokenizer(TEXTS, context_length=77).numpy())
+    text = load_tower(settings.export_dir() / TEXT_TOWER_FILE, "openvino", precision=precision)(
+        trim_padding(ids, info.eos_token_id))
+    assert cosines(text, reference.texts(TEXTS)).min() >= minimum
+    encoded = photos()
+    pixels = ImagePreprocessor(info, exact=True)(encoded)
+    image = load_tower(settings.export_dir() / IMAGE_TOWER_FILE, "openvino", precision=precision)(pixels)
+    assert cosines(image, reference.images(encoded)).min() >= minimum
+
+
+def test_open_clip_checkpoint_served_end_to_end(tmp_path, stack_factory):
+    from mmserve.dev.checkpoints import write_random_open_clip
+    from mmserve.search import Search
+    from mmserve.serving.triton.repository import build_repository
+
+    directory = write_random_open_clip(tmp_path / "ViT-B-16", "ViT-B-16", seed=5, safetensors=False,
+                                       preprocess={"interpolation": "bilinear"})
+    reference = OpenClipReference(directory)
+    settings = Settings(model_dir=directory, cache_dir=tmp_path / "cache", precision="f32", exact_preprocessing=True)
+    repository = build_repository(settings, tmp_path / "repository")
+    encoded = photos()
+    with stack_factory(repository, settings.cache_dir, tmp_path / "log") as stack, mmserve.Client(stack.grpc_url) as client:
+        summary = client.model_summary()
+        assert (summary.family, summary.checkpoint, summary.resample, summary.score_function) == (
+            "clip", "open_clip", "bilinear", "softmax")
+        assert summary.logit_scale == pytest.approx(float(np.exp(4.2)), rel=1e-5)
+        assert cosines(client.embed_texts(TEXTS), reference.texts(TEXTS)).min() >= 0.9999
+        assert cosines(client.embed_images(encoded), reference.images(encoded)).min() >= 0.9999
+        labels = ["a cat", "a dog", "a red circle"]
+        got = {label.label: label.probability for label in Search(client).classify(encoded[2], labels)}
+        assert np.allclose([got[label] for label in labels], reference.probabilities(encoded[2], labels), atol=1e-4)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("ViT-B-16-SigLIP", "timm's 'vit_base_patch16_siglip_224'.*google/siglip"),
+    ("xlm-roberta-base-ViT-B-32", "multilingual XLM-RoBERTa.*not supported"),
+    ("RN50", "ResNet image towers"),
+    ("coca_ViT-B-32", "CoCa"),
+])
+def test_open_clip_checkpoints_that_cannot_be_served_are_refused_clearly(tmp_path, name, message):
+    import json
+
+    from mmserve.dev.checkpoints import open_clip_config
+
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip_config(name)}))
+    (tmp_path / "open_clip_model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=message):
+        ModelInfo.from_dir(tmp_path)
+
+
+def test_open_clip_squash_resize_is_read(tmp_path):
+    from mmserve.dev.checkpoints import write_random_open_clip
+
+    directory = write_random_open_clip(tmp_path / "squash", preprocess={"resize_mode": "squash"})
+    assert ModelInfo.from_dir(directory).resize_mode == "squash"

@@ -6,6 +6,9 @@ tests, which compare mmserve's export and serving with the family's own PyTorch 
 - `write_random_siglip(dir, variant="siglip2")`: SigLIP 2's fixed-resolution layout: the same model class,
   Gemma's tokenizer kind (`tokenizer.json`: byte-fallback BPE, `<bos>` first, `<pad>` padding, trained here).
 - `write_random_siglip2_naflex(dir)`: a NaFlex `Siglip2Model` (refused by mmserve).
+- `write_random_open_clip(dir, "ViT-B-32-quickgelu")`: an open_clip checkpoint directory
+  (`open_clip_config.json` + `open_clip_model.safetensors`) of open_clip's own model, built by open_clip's
+  code from its own config for that name (`open_clip_model()`).
 
 Tiny by default (each writes in about a second); `full_size=True` is the base configuration's size (SiglipConfig's
 defaults: ViT-B/16 at 224 pixels), for the slow tests.
@@ -117,3 +120,119 @@ def _write_gemma_tokenizer(directory: Path) -> int:
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
     return int(tokenizer.get_vocab_size())
+
+
+def open_clip_modules():
+    """open_clip's `model` and `tokenizer` modules, without its package `__init__`.
+
+    open_clip's package init imports its torchvision image transforms; torchvision has no CPU build for this
+    torch on the package registries here (its CUDA wheel cannot load). The model code needs torchvision only
+    for `FrozenBatchNorm2d`, which open_clip uses to freeze ResNet towers: where torchvision is missing, a
+    minimal module offering that one class stands in (no ViT model touches it)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "open_clip.model" in sys.modules:
+        return sys.modules["open_clip.model"], sys.modules["open_clip.tokenizer"]
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("open_clip_torch is needed: pip install --no-deps open_clip_torch")
+    import transformers  # noqa: F401 - first: its import must see the real absence of torchvision
+
+    if "open_clip" not in sys.modules:
+        package = types.ModuleType("open_clip")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["open_clip"] = package
+    stand_ins = _torchvision_stand_in() if importlib.util.find_spec("torchvision") is None else {}
+    sys.modules.update(stand_ins)
+    try:  # the stand-in lives only while open_clip's modules import
+        return importlib.import_module("open_clip.model"), importlib.import_module("open_clip.tokenizer")
+    finally:
+        for name in stand_ins:
+            sys.modules.pop(name, None)
+
+
+def _torchvision_stand_in() -> dict[str, Any]:
+    import types
+
+    from torch import nn
+
+    class FrozenBatchNorm2d(nn.Module):  # only referenced by open_clip's ResNet freezing
+        def __init__(self, *args, **kwargs) -> None:
+            raise NotImplementedError("torchvision is not installed: ResNet towers cannot be frozen here")
+
+    names = ("torchvision", "torchvision.ops", "torchvision.ops.misc")
+    stand_ins = {name: types.ModuleType(name) for name in names}
+    stand_ins["torchvision.ops.misc"].FrozenBatchNorm2d = FrozenBatchNorm2d  # type: ignore[attr-defined]
+    stand_ins["torchvision"].ops = stand_ins["torchvision.ops"]  # type: ignore[attr-defined]
+    stand_ins["torchvision.ops"].misc = stand_ins["torchvision.ops.misc"]  # type: ignore[attr-defined]
+    return stand_ins
+
+
+def open_clip_config(name: str) -> dict[str, Any]:
+    """open_clip's own model config for `name` (its `model_configs/<name>.json`)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("open_clip_torch is needed: pip install --no-deps open_clip_torch")
+    file = Path(list(spec.submodule_search_locations)[0]) / "model_configs" / f"{name}.json"
+    return json.loads(file.read_text())
+
+
+def write_random_open_clip(directory: str | Path, name: str = "ViT-B-32-quickgelu", *, seed: int = 0,
+                           tiny: bool = True, safetensors: bool = True, preprocess: dict[str, Any] | None = None
+                           ) -> Path:
+    """open_clip's `name` with random weights, saved as the Hub's open_clip directories are. `tiny` keeps the
+    architecture and shrinks the towers (2 layers, width 64, 64 pixels, patch 16) to write and export in
+    seconds."""
+    import torch
+
+    model_cfg = open_clip_config(name)
+    if tiny:
+        model_cfg = {**model_cfg, "embed_dim": 48,
+                     "vision_cfg": {**model_cfg["vision_cfg"], "layers": 2, "width": 64, "image_size": 64,
+                                    "patch_size": 16, **({"head_width": 32} if "head_width" in
+                                                         model_cfg["vision_cfg"] else {})},
+                     "text_cfg": {**model_cfg["text_cfg"], "layers": 2, "width": 64, "heads": 4}}
+    model_module, _ = open_clip_modules()
+    torch.manual_seed(seed)
+    model = model_module.CLIP(**model_cfg)
+    with torch.no_grad():
+        model.logit_scale.fill_(4.2)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {key: value.contiguous() for key, value in model.state_dict().items()}
+    if safetensors:
+        from safetensors.torch import save_file
+
+        save_file(state, str(directory / "open_clip_model.safetensors"))
+    else:
+        torch.save(state, str(directory / "open_clip_pytorch_model.bin"))
+    preprocess_cfg = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+                      "interpolation": "bicubic", "resize_mode": "shortest", **(preprocess or {})}
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    (directory / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def open_clip_model(directory: str | Path):
+    """The open_clip `CLIP` of a directory written above (or downloaded), built and loaded by open_clip's
+    own code: the reference the conversion is checked against."""
+    import torch
+
+    model_module, _ = open_clip_modules()
+    config = json.loads((Path(directory) / "open_clip_config.json").read_text())
+    model = model_module.CLIP(**config["model_cfg"])
+    weights = Path(directory) / "open_clip_model.safetensors"
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:
+        state = torch.load(str(Path(directory) / "open_clip_pytorch_model.bin"), weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()

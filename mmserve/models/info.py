@@ -81,12 +81,13 @@ class ModelInfo:
 
     def summary(self) -> dict[str, str]:
         """Family, tokenizer, image size, pooling and score function, as `mmserve info` prints them."""
-        resize = (f"shortest edge to {self.resize_shortest_edge}, centre crop" if self.resize_mode == "crop"
-                  else "both sides, aspect ratio not kept")
+        resize = (f"resize shortest edge to {self.resize_shortest_edge}" if self.resize_mode == "crop"
+                  else f"resize both sides to {self.image_size}, aspect ratio not kept")
         return {
             "family": f"{self.family} ({self.checkpoint} checkpoint)",
-            "tokenizer": f"{self.tokenizer}, context length {self.context_length}",
+            "tokenizer": self.tokenizer,
             "image size": f"{self.image_size} ({resize}, {self.resample})",
+            "context length": str(self.context_length),
             "pooling": {"eos": "first end-of-text token (causal; padding trimmed)",
                         "last": "last position (padding kept)"}[self.pooling],
             "score": {"softmax": "softmax over the labels at the logit scale",
