@@ -179,7 +179,7 @@ def open_clip_config(name: str) -> dict[str, Any]:
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("open_clip_torch is needed: pip install --no-deps open_clip_torch")
-    file = Path(list(spec.submodule_search_locations)[0]) / "model_configs" / f"{name}.json"
+    file = Path(next(iter(spec.submodule_search_locations))) / "model_configs" / f"{name}.json"
     return json.loads(file.read_text())
 
 

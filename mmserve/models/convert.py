@@ -30,13 +30,14 @@ def open_clip_to_hf(path: str | Path):
     state = {key.removeprefix("module."): value for key, value in _load_weights(path).items()}
     if any(key.startswith("text.") for key in state):  # CustomTextCLIP keeps the text tower under "text."
         state = {key.removeprefix("text."): value for key, value in state.items()}
-    config = CLIPConfig(**hf_config(model_cfg))
-    model = CLIPModel(config)
-    converted = convert_state_dict(state, config.vision_config.num_hidden_layers, config.text_config.num_hidden_layers)
+    settings = hf_config(model_cfg)
+    layers = settings["vision_config"]["num_hidden_layers"]
+    model = CLIPModel(CLIPConfig(**settings))
+    converted = convert_state_dict(state, layers, settings["text_config"]["num_hidden_layers"])
     missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [key for key in missing if not key.endswith("position_ids")]
     if missing or unexpected:
-        raise ValueError(f"{path}: the weights do not fit {config.vision_config.num_hidden_layers}-layer ViT + "
+        raise ValueError(f"{path}: the weights do not fit the {layers}-layer ViT + "
                          f"text transformer named in {CONFIG_FILE} (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]})")
     return model.eval()
