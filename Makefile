@@ -36,10 +36,11 @@ $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	    torch transformers safetensors tokenizers sentencepiece onnx onnxscript ftfy pytest hypothesis \
 	    "tritonclient[grpc,http]" usearch typer rich \
 	    fastapi uvicorn contourpy cycler fonttools kiwisolver pyparsing python-dateutil ruff mypy
-	# open_clip is the tokenizer reference; its declared deps would pull a CUDA torch.
+	# open_clip (and timm, for its SigLIP entries) are references in the parity tests; their declared deps would
+	# pull a CUDA torch and torchvision (which has no CPU build for this torch: see mmserve/dev/checkpoints.py).
 	# scikit-image, scikit-learn: their sample photos feed the image parity tests (matplotlib's too; its
 	# plotting dependencies are installed above, for the load-test plots).
-	$(PIP_INSTALL) --no-deps open_clip_torch matplotlib scikit-image scikit-learn
+	$(PIP_INSTALL) --no-deps open_clip_torch timm matplotlib scikit-image scikit-learn
 	# nvidia-pytriton: only its tritonserver binary is used (its Python API's deps are not needed).
 	$(PIP_INSTALL) --no-deps nvidia-pytriton
 	@touch $@

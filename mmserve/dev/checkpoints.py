@@ -16,6 +16,7 @@ defaults: ViT-B/16 at 224 pixels), for the slow tests.
 
 from __future__ import annotations
 
+import importlib.abc
 import io
 import json
 from pathlib import Path
@@ -123,53 +124,77 @@ def _write_gemma_tokenizer(directory: Path) -> int:
 
 
 def open_clip_modules():
-    """open_clip's `model` and `tokenizer` modules, without its package `__init__`.
+    """open_clip's `model` and `tokenizer` modules (and timm, where installed, for its SigLIP entries).
 
-    open_clip's package init imports its torchvision image transforms; torchvision has no CPU build for this
-    torch on the package registries here (its CUDA wheel cannot load). The model code needs torchvision only
-    for `FrozenBatchNorm2d`, which open_clip uses to freeze ResNet towers: where torchvision is missing, a
-    minimal module offering that one class stands in (no ViT model touches it)."""
+    open_clip and timm import torchvision at module level (transforms, datasets, `FrozenBatchNorm2d`);
+    torchvision has no CPU build for this torch on the package registries here (its CUDA wheel cannot load).
+    Where it is missing, a stand-in answers those imports while open_clip and timm load, and is removed
+    afterwards: every name it gives is a placeholder that raises if called, and none of the ViT code that
+    builds and runs the models touches one (only image transforms, datasets and ResNet freezing would)."""
     import importlib
     import importlib.util
     import sys
-    import types
 
     if "open_clip.model" in sys.modules:
         return sys.modules["open_clip.model"], sys.modules["open_clip.tokenizer"]
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
+    if importlib.util.find_spec("open_clip") is None:
         raise ImportError("open_clip_torch is needed: pip install --no-deps open_clip_torch")
     import transformers  # noqa: F401 - first: its import must see the real absence of torchvision
 
-    if "open_clip" not in sys.modules:
-        package = types.ModuleType("open_clip")
-        package.__path__ = list(spec.submodule_search_locations)
-        package.__spec__ = spec
-        sys.modules["open_clip"] = package
-    stand_ins = _torchvision_stand_in() if importlib.util.find_spec("torchvision") is None else {}
-    sys.modules.update(stand_ins)
-    try:  # the stand-in lives only while open_clip's modules import
+    finder = _TorchvisionStandIn() if importlib.util.find_spec("torchvision") is None else None
+    if finder is not None:
+        sys.meta_path.insert(0, finder)
+    try:
+        if importlib.util.find_spec("timm") is not None:
+            importlib.import_module("timm")
         return importlib.import_module("open_clip.model"), importlib.import_module("open_clip.tokenizer")
     finally:
-        for name in stand_ins:
-            sys.modules.pop(name, None)
+        if finder is not None:
+            sys.meta_path.remove(finder)
+            for name in [name for name in sys.modules if name.split(".")[0] == "torchvision"]:
+                del sys.modules[name]
 
 
-def _torchvision_stand_in() -> dict[str, Any]:
-    import types
+class _TorchvisionStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """A meta-path finder that makes `torchvision` and its submodules importable as placeholders."""
 
-    from torch import nn
+    def find_spec(self, fullname: str, path=None, target=None):
+        import importlib.machinery
 
-    class FrozenBatchNorm2d(nn.Module):  # only referenced by open_clip's ResNet freezing
-        def __init__(self, *args, **kwargs) -> None:
-            raise NotImplementedError("torchvision is not installed: ResNet towers cannot be frozen here")
+        if fullname.split(".")[0] != "torchvision":
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
 
-    names = ("torchvision", "torchvision.ops", "torchvision.ops.misc")
-    stand_ins = {name: types.ModuleType(name) for name in names}
-    stand_ins["torchvision.ops.misc"].FrozenBatchNorm2d = FrozenBatchNorm2d  # type: ignore[attr-defined]
-    stand_ins["torchvision"].ops = stand_ins["torchvision.ops"]  # type: ignore[attr-defined]
-    stand_ins["torchvision.ops"].misc = stand_ins["torchvision.ops.misc"]  # type: ignore[attr-defined]
-    return stand_ins
+    def create_module(self, spec):
+        import types
+
+        class Placeholders(types.ModuleType):
+            def __getattr__(self, name: str):
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                value = _placeholder(f"{self.__name__}.{name}")
+                setattr(self, name, value)
+                return value
+
+        module = Placeholders(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module) -> None:
+        pass
+
+
+def _placeholder(qualified: str) -> type:
+    class Attributes(type):  # InterpolationMode.BICUBIC and the like: a name, for tables built at import time
+        def __getattr__(cls, name: str) -> str:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return f"{qualified}.{name}"
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError(f"{qualified}: torchvision is not installed")
+
+    return Attributes(qualified.rsplit(".", 1)[-1], (), {"__init__": refuse})
 
 
 def open_clip_config(name: str) -> dict[str, Any]:
@@ -192,6 +217,8 @@ def write_random_open_clip(directory: str | Path, name: str = "ViT-B-32-quickgel
     import torch
 
     model_cfg = open_clip_config(name)
+    if model_cfg["vision_cfg"].get("timm_model_name"):
+        return _write_random_open_clip_siglip(Path(directory), name, model_cfg, seed, tiny)
     if tiny:
         model_cfg = {**model_cfg, "embed_dim": 48,
                      "vision_cfg": {**model_cfg["vision_cfg"], "layers": 2, "width": 64, "image_size": 64,
@@ -219,6 +246,35 @@ def write_random_open_clip(directory: str | Path, name: str = "ViT-B-32-quickgel
     return directory
 
 
+def _write_random_open_clip_siglip(directory: Path, name: str, model_cfg: dict[str, Any], seed: int,
+                                   tiny: bool) -> Path:
+    """An open_clip SigLIP entry (timm's SigLIP ViT at its full size, which open_clip cannot shrink; a small
+    text tower when `tiny`) with the tokenizer files the Hub's open_clip SigLIP repositories carry."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    gemma = model_cfg["text_cfg"].get("vocab_size") == 256000
+    vocab_size = (_write_gemma_tokenizer if gemma else _write_sentencepiece)(directory)
+    text_cfg = {**model_cfg["text_cfg"], "vocab_size": vocab_size, "hf_tokenizer_name": str(directory)}
+    if tiny:
+        text_cfg |= {"layers": 2, "width": 64, "heads": 4}
+    model_cfg = {**model_cfg, "text_cfg": text_cfg}
+    model_module, _ = open_clip_modules()
+    torch.manual_seed(seed)
+    model = model_module.CustomTextCLIP(**{k: v for k, v in model_cfg.items() if k != "custom_text"})
+    with torch.no_grad():
+        model.logit_scale.fill_(2.4)
+        model.logit_bias.fill_(-7.0)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()},
+              str(directory / "open_clip_model.safetensors"))
+    preprocess_cfg = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+                      "resize_mode": "squash"}
+    (directory / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2) + "\n")
+    return directory
+
+
 def open_clip_model(directory: str | Path):
     """The open_clip `CLIP` of a directory written above (or downloaded), built and loaded by open_clip's
     own code: the reference the conversion is checked against."""
@@ -226,7 +282,9 @@ def open_clip_model(directory: str | Path):
 
     model_module, _ = open_clip_modules()
     config = json.loads((Path(directory) / "open_clip_config.json").read_text())
-    model = model_module.CLIP(**config["model_cfg"])
+    model_cfg = dict(config["model_cfg"])
+    custom = model_cfg.pop("custom_text", False)
+    model = (model_module.CustomTextCLIP if custom else model_module.CLIP)(**model_cfg)
     weights = Path(directory) / "open_clip_model.safetensors"
     if weights.is_file():
         from safetensors.torch import load_file

@@ -9,13 +9,16 @@ tower, not the tokenizer, limits throughput; `bench/bench_tokenizer.py` measures
   context length as the model was trained ("max_length").
 
 Both return what `ClipTokenizer.tokenize` does: int32 ids `[N, context_length]` and each row's token count
-(padding excluded).
+(padding excluded). For open_clip's SigLIP checkpoints both first clean the text as open_clip does
+(`open_clip_canonicalize`).
 """
 
 from __future__ import annotations
 
+import html
 import re
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +31,28 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WHITESPACE = re.compile(r"\s+")
 
 
+def open_clip_canonicalize(text: str) -> str:
+    """open_clip's "canonicalize" cleaning (its SigLIP entries): ftfy, HTML unescaped twice, "_" to a space,
+    ASCII punctuation removed, lower case, whitespace collapsed."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip().replace("_", " ")
+    return " ".join(text.translate(_PUNCTUATION).lower().split())
+
+
+CLEANERS: dict[str, Callable[[str], str]] = {"open_clip-canonicalize": open_clip_canonicalize}
+
+
+def _cleaner(info: ModelInfo) -> Callable[[str], str] | None:
+    if info.text_clean and info.text_clean not in CLEANERS:
+        raise ValueError(f"unknown text cleaning {info.text_clean!r}")
+    return CLEANERS.get(info.text_clean)
+
+
 class SentencePieceTokenizer:
     def __init__(self, model_file: str | Path, context_length: int, eos_token_id: int, pad_token_id: int, *,
-                 special_tokens: dict[str, int], unk_token: str = "<unk>", lowercase: bool = True) -> None:
+                 special_tokens: dict[str, int], unk_token: str = "<unk>", lowercase: bool = True,
+                 clean: Callable[[str], str] | None = None) -> None:
         import sentencepiece
 
         if context_length < 1:
@@ -40,6 +62,7 @@ class SentencePieceTokenizer:
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
         self.lowercase = lowercase
+        self.clean = clean
         self._unk = unk_token
         self._unk_length = len(self._sp.encode(unk_token, out_type=str))
         self._specials = special_tokens
@@ -59,7 +82,7 @@ class SentencePieceTokenizer:
         specials = dict(zip(sorted(names), token_ids(info.path, "sentencepiece", sorted(names))))
         return cls(info.path / SENTENCEPIECE_FILE, info.context_length, info.eos_token_id, info.pad_token_id,
                    special_tokens=specials, unk_token=_content(config.get("unk_token"), "<unk>"),
-                   lowercase=bool(config.get("do_lower_case", True)))
+                   lowercase=bool(config.get("do_lower_case", True)), clean=_cleaner(info))
 
     def canonicalize(self, text: str) -> str:
         """big_vision's text canonicalisation, as transformers applies it."""
@@ -69,6 +92,8 @@ class SentencePieceTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text` without the end-of-text token or padding."""
+        if self.clean is not None:
+            text = self.clean(text)
         text = SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " ")
         parts = self._split.split(text) if self._split else [text]
         ids: list[int] = []
@@ -105,7 +130,8 @@ class SentencePieceTokenizer:
 
 class JsonTokenizer:
     def __init__(self, tokenizer_file: str | Path, context_length: int, pad_token_id: int, eos_token_id: int, *,
-                 padding_side: str = "right", lowercase: bool = False) -> None:
+                 padding_side: str = "right", lowercase: bool = False,
+                 clean: Callable[[str], str] | None = None) -> None:
         from tokenizers import Tokenizer, normalizers
 
         if padding_side not in ("left", "right"):
@@ -121,6 +147,7 @@ class JsonTokenizer:
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.padding_side = padding_side
+        self.clean = clean
         self._configured: int | None = None
 
     @classmethod
@@ -128,7 +155,8 @@ class JsonTokenizer:
         config = read_json(info.path / "tokenizer_config.json")
         return cls(info.path / TOKENIZER_JSON, info.context_length, info.pad_token_id, info.eos_token_id,
                    padding_side=config.get("padding_side", "right"),
-                   lowercase=config.get("tokenizer_class") == "Siglip2Tokenizer" or bool(config.get("do_lower_case")))
+                   lowercase=config.get("tokenizer_class") == "Siglip2Tokenizer" or bool(config.get("do_lower_case")),
+                   clean=_cleaner(info))
 
     def _configure(self, length: int) -> None:
         if self._configured != length:
@@ -140,7 +168,7 @@ class JsonTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         self._configure(context_length or self.context_length)
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._tokenizer.encode_batch([self.clean(t) for t in texts] if self.clean else list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(texts), -1)
         counts = np.array([sum(e.attention_mask) for e in encodings], dtype=np.int32)
         return ids, counts

@@ -1,11 +1,18 @@
-"""An open_clip ViT checkpoint as a Hugging Face `CLIPModel`, in memory (torch; the `train` extra; no open_clip,
-no download).
+"""An open_clip checkpoint as a Hugging Face model, in memory (torch; the `train` extra; no open_clip, no timm,
+no download): its plain ViT CLIPs as a `CLIPModel`, its SigLIP entries as a `SiglipModel`.
 
 open_clip's `CLIP` and transformers' `CLIPModel` are the same network under different names: a pre-norm ViT
 with a class token, `ln_pre` and `ln_post` on the class token, a linear projection; a causal text transformer
 pooled at the end-of-text token (the highest id, which open_clip finds with argmax), `ln_final`, a projection.
 The attention's packed `in_proj` splits into q, k, v; the projections are transposed matrices. `quick_gelu`
 selects the activation; LayerNorm's epsilon is 1e-5 in both.
+
+open_clip's SigLIP entries are a timm SigLIP ViT (`visual.trunk`: patch embedding with bias, position
+embedding, pre-norm blocks with a packed `qkv`, a final norm, attention pooling over a learned latent with
+separate `q` and packed `kv` projections, then a norm and MLP with a residual) and a bidirectional text
+transformer pooled at the last position with a biased linear projection: transformers' SigLIP towers, under
+other names. Width, depth, patch and MLP sizes come from the weights; heads and activation from timm's
+definition of the named ViT (`open_clip.TIMM_SIGLIP`).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 import torch
 
 from mmserve.models.info import read_json
-from mmserve.models.open_clip import CONFIG_FILE, WEIGHT_FILES, unsupported
+from mmserve.models.open_clip import CONFIG_FILE, TIMM_SIGLIP, WEIGHT_FILES, siglip_tower, unsupported
 
 
 def open_clip_to_hf(path: str | Path):
@@ -99,15 +106,108 @@ def convert_state_dict(state: dict[str, torch.Tensor], vision_layers: int, text_
 
 
 def _block(state: dict[str, torch.Tensor], theirs: str, ours: str) -> dict[str, torch.Tensor]:
-    out = {}
-    q, k, v = state[f"{theirs}.attn.in_proj_weight"].chunk(3)
-    qb, kb, vb = state[f"{theirs}.attn.in_proj_bias"].chunk(3)
-    for name, weight, bias in (("q_proj", q, qb), ("k_proj", k, kb), ("v_proj", v, vb)):
-        out[f"{ours}.self_attn.{name}.weight"], out[f"{ours}.self_attn.{name}.bias"] = weight, bias
+    out = _split_attention(ours, state[f"{theirs}.attn.in_proj_weight"], state[f"{theirs}.attn.in_proj_bias"])
     for ours_name, theirs_name in (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"),
                                    ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
         for part in ("weight", "bias"):
             out[f"{ours}.{ours_name}.{part}"] = state[f"{theirs}.{theirs_name}.{part}"]
+    return out
+
+
+def open_clip_siglip_to_hf(path: str | Path):
+    from transformers import SiglipConfig, SiglipModel
+
+    path = Path(path)
+    model_cfg = read_json(path / CONFIG_FILE).get("model_cfg", {})
+    name = siglip_tower(model_cfg)
+    if name is None:
+        raise ValueError(f"{path / CONFIG_FILE}: not an open_clip SigLIP entry that mmserve converts")
+    state = {key.removeprefix("module."): value for key, value in _load_weights(path).items()}
+    text_cfg = model_cfg.get("text_cfg", {})
+    vision_heads, vision_act = TIMM_SIGLIP[name]
+    width = state["visual.trunk.pos_embed"].shape[-1]
+    vision_layers = _count_blocks(state, "visual.trunk.blocks.")
+    text_width = state["text.positional_embedding"].shape[-1]
+    text_layers = _count_blocks(state, "text.transformer.resblocks.")
+    embed_dim = int(model_cfg.get("embed_dim", width))
+    text_act = "gelu_pytorch_tanh" if text_cfg.get("act_kwargs", {}).get("approximate") == "tanh" else "gelu"
+    eps = float(text_cfg.get("norm_kwargs", {}).get("eps", 1e-5))
+    config = SiglipConfig(
+        vision_config={
+            "hidden_size": width, "num_hidden_layers": vision_layers, "num_attention_heads": vision_heads,
+            "intermediate_size": state["visual.trunk.blocks.0.mlp.fc1.weight"].shape[0],
+            "patch_size": state["visual.trunk.patch_embed.proj.weight"].shape[-1],
+            "image_size": int(model_cfg.get("vision_cfg", {}).get("image_size", 224)),
+            "hidden_act": vision_act, "layer_norm_eps": 1e-6,
+        },
+        text_config={
+            "hidden_size": text_width, "num_hidden_layers": text_layers,
+            "num_attention_heads": int(text_cfg.get("heads", 12)),
+            "intermediate_size": state["text.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            "vocab_size": state["text.token_embedding.weight"].shape[0],
+            "max_position_embeddings": state["text.positional_embedding"].shape[0],
+            "hidden_act": text_act, "layer_norm_eps": eps, "projection_size": embed_dim,
+            "pad_token_id": None, "bos_token_id": None, "eos_token_id": None,
+        },
+    )
+    model = SiglipModel(config)
+    converted = _siglip_state_dict(state, vision_layers, text_layers, text_width, embed_dim)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    missing = [key for key in missing if not key.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: the weights do not fit open_clip's SigLIP {name} (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    return model.eval()
+
+
+def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    return len({key[len(prefix):].split(".")[0] for key in state if key.startswith(prefix)})
+
+
+def _siglip_state_dict(state: dict[str, torch.Tensor], vision_layers: int, text_layers: int, text_width: int,
+                       embed_dim: int) -> dict[str, torch.Tensor]:
+    trunk, pool = "visual.trunk", "visual.trunk.attn_pool"
+    out = {
+        "vision_model.embeddings.patch_embedding.weight": state[f"{trunk}.patch_embed.proj.weight"],
+        "vision_model.embeddings.patch_embedding.bias": state[f"{trunk}.patch_embed.proj.bias"],
+        "vision_model.embeddings.position_embedding.weight": state[f"{trunk}.pos_embed"].reshape(
+            -1, state[f"{trunk}.pos_embed"].shape[-1]),
+        "vision_model.head.probe": state[f"{pool}.latent"].reshape(1, 1, -1),
+        "vision_model.head.attention.in_proj_weight": torch.cat([state[f"{pool}.q.weight"], state[f"{pool}.kv.weight"]]),
+        "vision_model.head.attention.in_proj_bias": torch.cat([state[f"{pool}.q.bias"], state[f"{pool}.kv.bias"]]),
+        "text_model.embeddings.token_embedding.weight": state["text.token_embedding.weight"],
+        "text_model.embeddings.position_embedding.weight": state["text.positional_embedding"],
+        "logit_scale": state["logit_scale"].reshape(1),
+        "logit_bias": state["logit_bias"].reshape(1),
+    }
+    if "text.text_projection.weight" in state:
+        out["text_model.head.weight"] = state["text.text_projection.weight"]
+        out["text_model.head.bias"] = state.get("text.text_projection.bias", torch.zeros(embed_dim))
+    else:  # proj_type "none": the pooled state is the embedding
+        out["text_model.head.weight"] = torch.eye(embed_dim, text_width)
+        out["text_model.head.bias"] = torch.zeros(embed_dim)
+    pairs = [("vision_model.post_layernorm", f"{trunk}.norm"), ("vision_model.head.attention.out_proj", f"{pool}.proj"),
+             ("vision_model.head.layernorm", f"{pool}.norm"), ("vision_model.head.mlp.fc1", f"{pool}.mlp.fc1"),
+             ("vision_model.head.mlp.fc2", f"{pool}.mlp.fc2"), ("text_model.final_layer_norm", "text.ln_final")]
+    for ours, theirs in pairs:
+        out[f"{ours}.weight"], out[f"{ours}.bias"] = state[f"{theirs}.weight"], state[f"{theirs}.bias"]
+    for i in range(vision_layers):
+        block, ours = f"{trunk}.blocks.{i}", f"vision_model.encoder.layers.{i}"
+        out |= _split_attention(ours, state[f"{block}.attn.qkv.weight"], state[f"{block}.attn.qkv.bias"])
+        for ours_name, theirs_name in (("self_attn.out_proj", "attn.proj"), ("layer_norm1", "norm1"),
+                                       ("layer_norm2", "norm2"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+            for part in ("weight", "bias"):
+                out[f"{ours}.{ours_name}.{part}"] = state[f"{block}.{theirs_name}.{part}"]
+    for i in range(text_layers):
+        out |= _block(state, f"text.transformer.resblocks.{i}", f"text_model.encoder.layers.{i}")
+    return out
+
+
+def _split_attention(ours: str, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A packed [3W, W] q/k/v projection as transformers' three."""
+    out = {}
+    for name, w, b in zip(("q_proj", "k_proj", "v_proj"), weight.chunk(3), bias.chunk(3)):
+        out[f"{ours}.self_attn.{name}.weight"], out[f"{ours}.self_attn.{name}.bias"] = w, b
     return out
 
 

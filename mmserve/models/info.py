@@ -51,6 +51,7 @@ class ModelInfo:
     pad_token_id: int = 0
     pooling: str = "eos"  # "eos" (causal, padding trimmed) or "last" (fixed position, padded)
     score_function: str = "softmax"  # zero-shot scores: "softmax" over labels or "sigmoid" per label
+    text_clean: str = ""  # cleaning before the tokenizer's own: "open_clip-canonicalize" (open_clip's SigLIP)
 
     @classmethod
     def from_dir(cls, path: str | Path) -> ModelInfo:
@@ -85,7 +86,7 @@ class ModelInfo:
                   else f"resize both sides to {self.image_size}, aspect ratio not kept")
         return {
             "family": f"{self.family} ({self.checkpoint} checkpoint)",
-            "tokenizer": self.tokenizer,
+            "tokenizer": self.tokenizer + (f" after {self.text_clean} cleaning" if self.text_clean else ""),
             "image size": f"{self.image_size} ({resize}, {self.resample})",
             "context length": str(self.context_length),
             "pooling": {"eos": "first end-of-text token (causal; padding trimmed)",

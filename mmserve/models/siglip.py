@@ -48,9 +48,7 @@ def read(path: Path, config: dict[str, Any]) -> ModelInfo:
     if projection != width:
         raise ValueError(f"{path / 'config.json'}: the text head projects to {projection}, the image tower "
                          f"gives {width}: not one embedding space")
-    tokenizer_config = read_json(path / "tokenizer_config.json")
-    tokenizer, pad, eos = _tokenizer(path, tokenizer_config)
-    gemma = tokenizer_config.get("tokenizer_class") in GEMMA_TOKENIZERS or tokenizer == "tokenizers"
+    tokenizer, pad, eos, gemma = tokenizer_of(path)
     return ModelInfo(
         path=path,
         family="siglip2" if gemma else "siglip",
@@ -73,8 +71,14 @@ def read(path: Path, config: dict[str, Any]) -> ModelInfo:
     )
 
 
+def tokenizer_of(path: Path) -> tuple[str, int, int, bool]:
+    """(kind, pad id, eos id, whether it is Gemma's: SigLIP 2) of the directory's tokenizer."""
+    tokenizer_config = read_json(path / "tokenizer_config.json")
+    kind, pad, eos = _tokenizer(path, tokenizer_config)
+    return kind, pad, eos, tokenizer_config.get("tokenizer_class") in GEMMA_TOKENIZERS or kind == "tokenizers"
+
+
 def _tokenizer(path: Path, tokenizer_config: dict[str, Any]) -> tuple[str, int, int]:
-    """(kind, pad id, eos id) of the directory's tokenizer."""
     special = {**read_json(path / "special_tokens_map.json"), **tokenizer_config}
     if (path / TOKENIZER_JSON).is_file():
         kind, pad_name, eos_name = "tokenizers", "<pad>", "<eos>"

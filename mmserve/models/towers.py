@@ -92,9 +92,10 @@ def load_model(info: ModelInfo, dtype: torch.dtype = torch.float32):
     """The PyTorch model of any supported directory (no network): CLIPModel, SiglipModel, or an open_clip
     checkpoint converted to a CLIPModel."""
     if info.checkpoint == "open_clip":
-        from mmserve.models.convert import open_clip_to_hf
+        from mmserve.models.convert import open_clip_siglip_to_hf, open_clip_to_hf
 
-        return open_clip_to_hf(info.path).to(dtype).eval()
+        convert = open_clip_to_hf if info.family == "clip" else open_clip_siglip_to_hf
+        return convert(info.path).to(dtype).eval()
     if info.family == "clip":
         return load_clip(info.path, dtype)
     from transformers import SiglipModel
