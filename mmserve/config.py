@@ -35,6 +35,13 @@ class BuildOptions(BaseModel):
     preprocess_instances: int = Field(default=1, ge=1, description="Processes of the standalone image_preprocess.")
     preprocess_threads: int = Field(
         default=0, ge=0, description="Decode threads per process that decodes images (0: the thread budget).")
+    target: Literal["tritonserver", "ngc"] = Field(
+        default="tritonserver", description="Which Triton the repository is for: 'tritonserver' (the one in "
+        "nvidia-pytriton: Python-backend towers) or 'ngc' (NVIDIA's Triton container: native TensorRT towers, "
+        "needs --runtime tensorrt).")
+    gpu_instances: int = Field(default=1, ge=1, description="TensorRT engine instances per GPU (--target ngc).")
+    tensorrt_profiles: Literal["dynamic", "buckets"] = Field(
+        default="dynamic", description="Text engines: one profile dynamic in length, or one per length bucket.")
 
 
 class ServeOptions(BaseModel):
@@ -118,14 +125,16 @@ class Settings(BaseSettings, BuildOptions, ServeOptions):
         default=Path.home() / ".cache" / "mmserve",
         description="Where ONNX exports are kept, keyed by the weights' fingerprint.",
     )
-    runtime: Literal["openvino", "onnxruntime"] = Field(
-        default="openvino", description="CPU runtime for the towers (OpenVINO measured fastest here)."
+    runtime: Literal["openvino", "onnxruntime", "tensorrt", "cuda"] = Field(
+        default="openvino", description="Runtime for the towers: openvino or onnxruntime on CPUs (OpenVINO measured "
+        "fastest here); tensorrt (engines) or cuda (PyTorch) on NVIDIA GPUs."
     )
-    precision: Literal["auto", "f32", "int8"] = Field(
+    precision: Literal["auto", "f32", "int8", "fp16", "bf16", "fp8"] = Field(
         default="auto",
-        description="'auto' lets the runtime use bf16 where the CPU has it; 'f32' forces fp32; 'int8' (OpenVINO) "
-        "stores matmul weights as uint8 and quantizes activations on the fly: 1.6-1.9x faster here, embedding "
-        "cosine >= 0.999 against f32 (measured).",
+        description="'auto' lets the runtime use bf16 where the CPU has it (fp16 on GPUs); 'f32' forces fp32; "
+        "'int8' (OpenVINO) stores matmul weights as uint8 and quantizes activations on the fly: 1.6-1.9x faster "
+        "here, embedding cosine >= 0.999 against f32 (measured); fp16, bf16, fp8, int8 on GPUs (TensorRT, each "
+        "behind an accuracy gate).",
     )
     threads: int | None = Field(
         default=None, ge=1, description="Inference threads per tower; default: the runtime's choice (all cores)."

@@ -50,6 +50,7 @@ from mmserve.cli import serving, search, bench, local  # noqa: E402, F401  # iso
 def main(argv: list[str] | None = None) -> int:
     from mmserve.errors import MmserveError, ServerUnavailableError
     from mmserve.index import IndexLockedError
+    from mmserve.runtimes import RuntimeUnavailableError
 
     # typer returns normally after a Ctrl-C it caught; remember the signal to exit 130 all the same.
     interrupted = threading.Event()
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("aborted")
         return 1
     except (FileNotFoundError, FileExistsError, ValueError, LookupError, PermissionError, MmserveError,
-            IndexLockedError) as error:
+            IndexLockedError, RuntimeUnavailableError) as error:
         err.print(f"mmserve: error: {error}")
         if isinstance(error, ServerUnavailableError):
             err.print("is the server running? start one with `mmserve serve`, or point --server at it")

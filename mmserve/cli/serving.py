@@ -18,25 +18,37 @@ from mmserve.config import Settings
 Repository = Annotated[Path, typer.Option(help="Model repository directory.")]
 
 
-def build_repository(settings: Settings, repository: Path) -> Path:
+def build_repository(settings: Settings, repository: Path, *, build_engines: bool = True) -> Path:
     from mmserve.serving.triton.repository import build_repository as write
+    from mmserve.serving.triton.validate import check_repository
 
     t = time.perf_counter()
-    built = write(settings, repository)
-    out.print(f"model repository for {settings.model_dir} written to {built} ({time.perf_counter() - t:.1f} s)")
+    built = write(settings, repository, build_engines=build_engines)
+    problems = check_repository(built, settings.export_dir())
+    if problems:
+        raise ValueError(f"the repository written to {built} does not check out: " + "; ".join(problems))
+    out.print(f"model repository for {settings.model_dir} written to {built} ({time.perf_counter() - t:.1f} s; "
+              "configs checked against Triton's schema and the exported graphs)")
     return built
 
 
 @app.command()
 @config_options(*MODEL, *BUILD)
 def build(
-    model: Annotated[Optional[Path], typer.Argument(help="CLIP model directory (default: the bundled model).")] = None,
-    repository: Repository = Path("model_repository"), *, settings: Settings,
+    model: Annotated[Optional[Path], typer.Argument(help="Model directory (default: the bundled model).")] = None,
+    repository: Repository = Path("model_repository"),
+    configs_only: Annotated[bool, typer.Option(
+        "--configs-only", help="With --runtime tensorrt: write and check the configs without building engines "
+        "(for a host without a GPU).")] = False,
+    *, settings: Settings,
 ) -> None:
-    """Export the model's towers (if needed) and write a Triton model repository."""
+    """Export the model's towers (if needed) and write a Triton model repository.
+
+    --runtime tensorrt builds TensorRT engines on this host's GPU (cached by model, GPU and TensorRT version);
+    --target ngc writes it for NVIDIA's Triton container (README, GPU)."""
     if model is not None:
         settings = settings.model_copy(update={"model_dir": model})
-    build_repository(settings, repository)
+    build_repository(settings, repository, build_engines=not configs_only)
 
 
 @app.command()

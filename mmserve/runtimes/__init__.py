@@ -10,8 +10,9 @@ How Triton hosts a tower depends on the runtime (`Runtime.triton_backend`):
 
 - "python": the runtime is a library mmserve loads inside its own Triton Python models (OpenVINO, ONNX
   Runtime on CPUs), so decoding or tokenizing and the tower share one process and one request hop;
-- any other value names a native Triton backend that serves the tower itself (TensorRT engines on NVIDIA
-  GPUs); mmserve's Python models then only decode or tokenize, and an ensemble feeds the native tower.
+- TensorRT engines and the CUDA runtime also run inside those Python models on today's tritonserver;
+  for NVIDIA's Triton container (`--target ngc`) the repository builder writes native `tensorrt_plan` towers
+  instead, which mmserve's Python models feed through ensembles (they then only decode or tokenize).
 
 OpenVINO is the default on CPUs (measured faster than ONNX Runtime here: see README, Benchmarks).
 """
@@ -25,7 +26,11 @@ from typing import Protocol
 
 import numpy as np
 
-PRECISIONS = ("auto", "f32", "int8")
+PRECISIONS = ("auto", "f32", "int8")  # OpenVINO's
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """A runtime's library or device is missing on this host (TensorRT, a CUDA GPU)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +81,25 @@ def _onnxruntime(path: Path, threads: int | None, precision: str) -> TowerRuntim
     return OnnxRuntimeTower(path, threads, precision)
 
 
+def _tensorrt(path: Path, threads: int | None, precision: str) -> TowerRuntime:
+    from mmserve.runtimes.tensorrt import TensorRtTower
+
+    return TensorRtTower(path, threads, precision)
+
+
+def _cuda(path: Path, threads: int | None, precision: str) -> TowerRuntime:
+    from mmserve.runtimes.cuda import CudaTower
+
+    return CudaTower(path, threads, precision)
+
+
 REGISTRY: dict[str, Runtime] = {
     "openvino": Runtime("openvino", "python", PRECISIONS, _openvino),
     "onnxruntime": Runtime("onnxruntime", "python", ("auto", "f32"), _onnxruntime),
+    # On today's tritonserver a TensorRT engine runs inside mmserve's Python models too; NVIDIA's Triton
+    # container serves it natively (`--target ngc`: platform tensorrt_plan).
+    "tensorrt": Runtime("tensorrt", "python", ("auto", "fp16", "bf16", "fp8", "int8", "f32"), _tensorrt, "gpu"),
+    "cuda": Runtime("cuda", "python", ("auto", "fp16", "bf16", "f32"), _cuda, "gpu"),
 }
 RUNTIMES = tuple(REGISTRY)
 
@@ -95,12 +116,10 @@ def load_tower(
 ) -> TowerRuntime:
     """A tower in this process. `precision`: "auto" (the runtime's default: bf16 where the CPU has it),
     "f32", or "int8" (OpenVINO: uint8 weights, activations quantized on the fly)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     chosen = runtime(runtime_name)
     if precision not in chosen.precisions:
         raise ValueError(f"precision {precision!r} needs the openvino runtime" if precision == "int8" else
-                         f"runtime {runtime_name} supports precision {', '.join(chosen.precisions)}")
+                         f"runtime {runtime_name} supports precision {', '.join(chosen.precisions)}; got {precision!r}")
     return chosen.load(Path(onnx_path), threads, precision)
 
 

@@ -25,11 +25,20 @@ import shutil
 import string
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from mmserve.config import BuildOptions, Settings
-from mmserve.models.export import IMAGE_TOWER_FILE, TEXT_TOWER_FILE, export_scoring, export_towers, is_current
+from mmserve.models.export import (
+    IMAGE_TOWER_FILE,
+    MANIFEST_FILE,
+    TEXT_TOWER_FILE,
+    export_scoring,
+    export_towers,
+    is_current,
+)
 from mmserve.models.info import ModelInfo
 from mmserve.runtimes import runtime
+from mmserve.runtimes.tensorrt import ENGINE_FILE
 
 # model -> (template, the Python module behind it or None for an ensemble, the tower file it holds)
 LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
@@ -41,7 +50,21 @@ LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
         "image_preprocess": ("image_preprocess.pbtxt", "mmserve.serving.triton.models.preprocess", None),
         "text_tokenize": ("text_tokenize.pbtxt", "mmserve.serving.triton.models.preprocess", None),
     },
+    # NVIDIA's Triton container: the towers as native TensorRT engines, fed by the decode-only Python models.
+    "ngc": {
+        "image_engine": ("ngc/image_engine.pbtxt", None, ENGINE_FILE),
+        "text_engine": ("ngc/text_engine.pbtxt", None, ENGINE_FILE),
+        "embed_image": ("ngc/embed_image.pbtxt", None, None),
+        "embed_text": ("ngc/embed_text.pbtxt", None, None),
+        "image_tower": ("ngc/image_tower.pbtxt", None, None),
+        "text_tower": ("ngc/text_tower.pbtxt", None, None),
+        "image_preprocess": ("image_preprocess.pbtxt", "mmserve.serving.triton.models.preprocess", None),
+        "text_tokenize": ("text_tokenize.pbtxt", "mmserve.serving.triton.models.preprocess", None),
+    },
 }
+# The engine of each tower in the ngc layout, and the file TensorRT towers take in the python layout.
+ENGINE_MODELS = {"image_engine": IMAGE_TOWER_FILE, "text_engine": TEXT_TOWER_FILE}
+PLAN_FILES = {IMAGE_TOWER_FILE: "image_tower.plan", TEXT_TOWER_FILE: "text_tower.plan"}
 # Files of a model directory that preprocessing and tokenization read (never the weights).
 MODEL_INFO_FILES = (
     "config.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -51,21 +74,23 @@ MODEL_INFO_FILES = (
 MODEL_INFO_DIR = "clip"
 
 
-def build_repository(settings: Settings, out: Path) -> Path:
+def build_repository(settings: Settings, out: Path, *, build_engines: bool = True) -> Path:
     """Export the towers if needed, then write the repository at `out` (replacing generated models).
 
     The configs take the model from `settings.model_dir`, the serving knobs from its `BuildOptions` fields,
-    and the runtime, precision, threads, preprocessing mode and input limits from the rest."""
+    and the runtime, precision, threads, preprocessing mode and input limits from the rest. With the tensorrt
+    runtime the engines are built (or taken from the engine cache) on this host's GPU; `build_engines=False`
+    writes the configs alone (what a CPU host can check of a GPU repository)."""
     info = ModelInfo.from_dir(settings.model_dir)
-    backend = runtime(settings.runtime).triton_backend
-    if backend not in LAYOUTS:
-        raise LookupError(f"runtime {settings.runtime} is served by Triton's {backend} backend, which this build "
-                          "has no templates for")
-    layout = LAYOUTS[backend]
+    layout_name = _layout_name(settings)
+    layout = LAYOUTS[layout_name]
     onnx_dir = settings.export_dir()
     if not is_current(settings.model_dir, onnx_dir):
         export_towers(settings.model_dir, onnx_dir)
     scoring = export_scoring(onnx_dir)
+    engines = _engines(settings, info, onnx_dir) if settings.runtime == "tensorrt" and build_engines else {}
+    tower_files = ({name: PLAN_FILES[name] for name in PLAN_FILES} if settings.runtime == "tensorrt"
+                   else {name: name for name in (IMAGE_TOWER_FILE, TEXT_TOWER_FILE)})
 
     queues = _queue_sizes(settings)
     values = {
@@ -92,8 +117,11 @@ def build_repository(settings: Settings, out: Path) -> Path:
         "logit_bias": repr(scoring.logit_bias),
         "embedding_dim": info.embedding_dim,
         "context_length": info.context_length,
-        "image_tower_file": IMAGE_TOWER_FILE,
-        "text_tower_file": TEXT_TOWER_FILE,
+        "image_tower_file": tower_files[IMAGE_TOWER_FILE],
+        "text_tower_file": tower_files[TEXT_TOWER_FILE],
+        "image_input": "images",  # the exported graphs' input names (mmserve.models.export)
+        "text_input": "token_ids",
+        "gpu": engines.get("gpu", "no GPU: configs only, no engine built"),
     }
     out.mkdir(parents=True, exist_ok=True)
     for name, (template, module, tower_file) in layout.items():
@@ -104,9 +132,57 @@ def build_repository(settings: Settings, out: Path) -> Path:
         if module is not None:
             (model_dir / "1" / "model.py").write_text(_render("model.py.in", {"module": module}))
             _copy_model_info(settings.model_dir, model_dir / "1" / MODEL_INFO_DIR)
-        if tower_file is not None:
+        if layout_name == "ngc" and name in ENGINE_MODELS:
+            if engines:
+                _link_or_copy(engines[ENGINE_MODELS[name]], model_dir / "1" / ENGINE_FILE)
+        elif tower_file is not None and settings.runtime == "tensorrt":
+            if engines:
+                _link_or_copy(engines[tower_file], model_dir / "1" / PLAN_FILES[tower_file])
+        elif tower_file is not None:
             _link_or_copy(onnx_dir / tower_file, model_dir / "1" / tower_file)
+            if settings.runtime == "cuda":  # the CUDA runtime finds the model directory through the manifest
+                _link_or_copy(onnx_dir / MANIFEST_FILE, model_dir / "1" / MANIFEST_FILE)
     return out
+
+
+def _layout_name(settings: Settings) -> str:
+    if settings.target == "ngc":
+        if settings.runtime != "tensorrt":
+            raise ValueError("--target ngc serves the towers as TensorRT engines: use it with --runtime tensorrt")
+        return "ngc"
+    backend = runtime(settings.runtime).triton_backend
+    if backend not in LAYOUTS:
+        raise LookupError(f"runtime {settings.runtime} is served by Triton's {backend} backend, which this build "
+                          "has no templates for")
+    return backend
+
+
+def _engines(settings: Settings, info: ModelInfo, onnx_dir: Path) -> dict[str, Any]:
+    """Each tower's TensorRT engine (built on this host's GPU, or found in the engine cache), gated on accuracy
+    against the f32 ONNX over sample inputs; "gpu" names the GPU."""
+    import numpy as np
+
+    from mmserve.modalities.text import length_buckets
+    from mmserve.runtimes import tensorrt
+
+    tensorrt.require_tensorrt()
+    gpu = tensorrt.GpuInfo.current()
+    lengths = length_buckets(info.context_length) if info.trims_padding else [info.context_length]
+    rng = np.random.default_rng(0)
+    samples: dict[str, list[np.ndarray]] = {
+        IMAGE_TOWER_FILE: [rng.integers(0, 256, (8, info.image_size, info.image_size, 3), dtype=np.uint8)],
+        TEXT_TOWER_FILE: [np.full((8, n), info.pad_token_id, dtype=np.int32) for n in (lengths[0], lengths[-1])],
+    }
+    for batch in samples[TEXT_TOWER_FILE]:
+        batch[:, : min(5, batch.shape[1] - 1)] = rng.integers(1, min(info.vocab_size, 1000), (8, min(5, batch.shape[1] - 1)))
+        batch[:, min(5, batch.shape[1] - 1)] = info.eos_token_id
+    built: dict[str, Any] = {"gpu": f"{gpu.name} (compute capability {gpu.capability[0]}.{gpu.capability[1]})"}
+    for name in (IMAGE_TOWER_FILE, TEXT_TOWER_FILE):
+        spec = tensorrt.tower_spec(onnx_dir / name, settings.max_batch_size,
+                                   lengths if name == TEXT_TOWER_FILE else ())
+        built[name] = tensorrt.build_engine(onnx_dir / name, settings.cache_dir, spec, settings.precision,
+                                            profile_mode=settings.tensorrt_profiles, samples=samples[name])
+    return built
 
 
 def _queue_sizes(options: BuildOptions) -> dict[str, tuple[int, str]]:
