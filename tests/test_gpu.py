@@ -147,3 +147,17 @@ def test_gpu_check_dry_run_prints_its_skips():
     skips = [line for line in lines if line.startswith("skip: ")]
     assert skips and all(": " in line[6:] for line in skips)  # each says why
     assert any("no CUDA device" in line for line in skips) or any("TensorRT" in line for line in skips)
+
+
+def test_8_bit_engines_need_a_quantized_graph(bundled_settings, tmp_path):
+    """fp8 / int8 are refused for a graph without Q/DQ nodes (TensorRT would quietly run fp16)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    assert not trt.is_quantized(bundled_settings.export_dir() / IMAGE_TOWER_FILE)
+    node = helper.make_node("QuantizeLinear", ["x", "scale"], ["y"])
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1])],
+                              [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])])
+    onnx.save(helper.make_model(graph), tmp_path / "q.onnx")
+    assert trt.is_quantized(tmp_path / "q.onnx")

@@ -182,6 +182,10 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, spec: TowerSpec, 
     trt = require_tensorrt()
     gpu = GpuInfo.current()
     chosen = resolve_precision(precision, gpu)
+    if chosen in ("fp8", "int8") and not is_quantized(onnx_path):
+        raise ValueError(f"{chosen} engines need a quantized ONNX (QuantizeLinear/DequantizeLinear nodes, e.g. from "
+                         f"NVIDIA ModelOpt); {Path(onnx_path).name} has none, and without them TensorRT would run "
+                         "those layers in fp16: use fp16 or bf16")
     profiles = profiles_for(spec, profile_mode)
     key = EngineKey.for_build(onnx_path, gpu, trt.__version__, chosen, profiles)
     directory = key.directory(cache_dir)
@@ -226,6 +230,14 @@ def build_engine(onnx_path: str | Path, cache_dir: str | Path, spec: TowerSpec, 
     return plan
 
 
+def is_quantized(onnx_path: str | Path) -> bool:
+    """Whether the graph carries explicit quantization (Q/DQ nodes), which 8-bit TensorRT engines need."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
 def accuracy(plan: str | Path, onnx_path: str | Path, samples: Sequence[np.ndarray]) -> float:
     """Lowest cosine between the engine's and the f32 ONNX's embeddings over the sample batches."""
     from mmserve.runtimes.onnxruntime import OnnxRuntimeTower
@@ -262,7 +274,12 @@ class TensorRtTower:
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         (self._input_name,) = inputs
         (self._output_name,) = [n for n in names if n not in inputs]
-        _, _, largest = self._engine.get_tensor_profile_shape(self._input_name, 0)
+        # Every profile's (min, max) input shape: a batch runs under the first profile that holds it.
+        self._profiles = [tuple(tuple(int(d) for d in shape) for shape in
+                                self._engine.get_tensor_profile_shape(self._input_name, index)[::2])
+                          for index in range(self._engine.num_optimization_profiles)]
+        largest = max((high for _, high in self._profiles), key=lambda shape: int(np.prod(shape)))
+        self._profile = 0
         shape = tuple(self._engine.get_tensor_shape(self._input_name))
         dtype = numpy_type({"UINT8": "u8", "INT32": "i32"}[self._engine.get_tensor_dtype(self._input_name).name])
         self.input = InputSpec(self._input_name, dtype, tuple(int(d) for d in shape[1:]))
@@ -289,7 +306,14 @@ class TensorRtTower:
         host_in = self._host_in.view(-1)[: batch.size].view(batch.shape)
         host_in.numpy()[...] = batch
         device_in = self._device_in.view(-1)[: batch.size].view(batch.shape)
+        profile = next((i for i, (low, high) in enumerate(self._profiles)
+                        if all(lo <= d <= hi for lo, d, hi in zip(low, batch.shape, high))), None)
+        if profile is None:
+            raise ValueError(f"input shape {list(batch.shape)} is outside every profile of the engine {self._profiles}")
         with torch.cuda.stream(self._stream):
+            if profile != self._profile:
+                self._context.set_optimization_profile_async(profile, self._stream.cuda_stream)
+                self._profile = profile
             device_in.copy_(host_in, non_blocking=True)
             self._context.set_input_shape(self._input_name, tuple(batch.shape))
             self._context.set_tensor_address(self._input_name, device_in.data_ptr())
