@@ -18,6 +18,9 @@ have_pkg libpng-dev || missing+=(libpng-dev)
 command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing+=(nginx)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The search page's browser test: Debian's chromium and its driver (selenium drives them headless).
+have_pkg chromium || missing+=(chromium)
+have_pkg chromium-driver || missing+=(chromium-driver)
 # Python headers and venv: pyenv and python.org builds carry them; Debian's python3 needs the -dev/-venv packages.
 if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   missing+=(python3-dev)

@@ -44,7 +44,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
     """Multimodal (CLIP) embedding server and cross-modal search."""
 
 
-from mmserve.cli import serving, search, bench, local  # noqa: E402, F401  # isort: skip  (registers the commands, in this order)
+from mmserve.cli import serving, search, api, bench, local  # noqa: E402, F401  # isort: skip  (registers the commands, in this order)
 
 
 def main(argv: list[str] | None = None) -> int:

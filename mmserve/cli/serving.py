@@ -56,6 +56,9 @@ def build(
 def serve(
     repository: Repository = Path("model_repository"),
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the repository even if it exists.")] = False,
+    api_port: Annotated[Optional[int], typer.Option(
+        "--api-port", help="Also serve the HTTP API and search page here (`mmserve api`, on the configured index; "
+        "same host and keys).")] = None,
     *, settings: Settings,
 ) -> None:
     """Serve the repository (building it first when missing): tritonserver behind a hardened front door, supervised.
@@ -96,12 +99,32 @@ def serve(
               f"  metrics  {supervisor.metrics_url}\n"
               "models: embed_image, embed_text (decode + tower); image_tower, text_tower (the towers alone); "
               "image_preprocess, text_tokenize\nCtrl-C stops the server.")
+    api = _start_api(settings, supervisor.grpc_url, keys, api_port) if api_port else None
     sys.stdout.flush()
     code = supervisor.run(stop)
     out.print("shutting down ...")
+    if api is not None:
+        api.should_exit = True
     out.print(f"tritonserver stopped (status {supervisor.stop()})")
     if code:
         raise typer.Exit(code)
+
+
+def _start_api(settings: Settings, server_url: str, keys: tuple[str, ...], port: int):
+    """The HTTP API in a thread of this process, in front of the front door just started."""
+    import uvicorn
+
+    from mmserve.api import ApiSettings, create_app
+
+    api_settings = ApiSettings(
+        server=server_url, indexes={"default": settings.index}, api_keys=keys, server_api_key=keys[0] if keys else None,
+        client_options={k: v for k, v in settings.client_options().items() if k != "api_key" and v is not None})
+    server = uvicorn.Server(uvicorn.Config(create_app(api_settings), host=settings.host, port=port,
+                                           log_level="warning", access_log=False))
+    # In a thread, uvicorn leaves signals alone: the supervisor owns Ctrl-C and stops it.
+    threading.Thread(target=server.run, name="mmserve-api", daemon=True).start()
+    out.print(f"  API      http://{settings.host}:{port} (OpenAI-compatible /v1/embeddings, search, the page at /)")
+    return server
 
 
 @app.command()

@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -51,13 +52,23 @@ def describe_exit(code: int | None) -> str:
     return f"status {code}"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS's choice)."""
+_HANDED_OUT: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1", exclude: Iterable[int] = ()) -> int:
+    """A port nothing listens on right now (the OS's choice), never one this process handed out before nor one
+    in `exclude` (ports chosen but not bound yet: the OS may offer a released port again at once)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    excluded = set(exclude)
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT and port not in excluded:
+            _HANDED_OUT.add(port)
+            return port
+    raise OSError("no free port found in 100 tries")
 
 
 def pytriton_root() -> Path:

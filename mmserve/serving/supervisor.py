@@ -113,9 +113,11 @@ class Supervisor:
                  cache_dir: Path = DEFAULT_CACHE_DIR) -> None:
         self.options = options = options or ServeOptions()
         self.state = HealthState()
+        # tritonserver's own ports, loopback only; never the front door's (chosen, perhaps not bound yet).
+        front = (options.http_port, options.grpc_port, options.metrics_port)
         self.triton = TritonServer(
-            repository=Path(repository).resolve(), host="127.0.0.1", http_port=free_port(), grpc_port=free_port(),
-            metrics_port=free_port(), admin_key=options.admin_key, cache_dir=cache_dir, log_file=options.triton_log,
+            repository=Path(repository).resolve(), host="127.0.0.1", http_port=free_port(exclude=front),
+            grpc_port=free_port(exclude=front), metrics_port=free_port(exclude=front), admin_key=options.admin_key, cache_dir=cache_dir, log_file=options.triton_log,
             log_verbose=options.log_verbose,
         )
         self.max_in_flight = options.max_in_flight or default_in_flight(self.triton.repository)
