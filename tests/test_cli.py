@@ -25,7 +25,7 @@ def test_help_lists_every_command():
     assert result.returncode == 0, result.stderr
     section = result.stdout.split("Commands:\n", 1)[1]
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line.split()]
-    expected = ["build", "serve", "demo", "index", "search", "classify", "info", "bench", "export", "quality",
+    expected = ["build", "serve", "demo", "index", "search", "classify", "info", "api", "bench", "export", "quality",
                 "embed-text", "embed-image"]
     assert listed == expected
     for command in expected:
@@ -99,9 +99,10 @@ def test_serve_builds_serves_refuses_overload_and_stops_on_ctrl_c(bundled_settin
     import mmserve
 
     repository = tmp_path / "repository"
-    ports = {"--http-port": port_factory(), "--grpc-port": port_factory(), "--metrics-port": port_factory()}
+    ports = {"--http-port": port_factory(), "--grpc-port": port_factory(), "--metrics-port": port_factory(),
+             "--api-port": port_factory()}
     env = dict(os.environ, MMSERVE_MODEL_DIR=str(bundled_settings.model_dir),
-               MMSERVE_CACHE_DIR=str(bundled_settings.cache_dir))
+               MMSERVE_CACHE_DIR=str(bundled_settings.cache_dir), MMSERVE_INDEX=str(tmp_path / "index"))
     # A queue of one request and a long batching window: concurrent requests overflow it at once.
     command = [sys.executable, "-m", "mmserve.cli", "serve", "--repository", str(repository),
                "--max-queue-size", "1", "--queue-delay-us", "200000", "--host", "0.0.0.0"]
@@ -128,6 +129,15 @@ def test_serve_builds_serves_refuses_overload_and_stops_on_ctrl_c(bundled_settin
             outcomes = _concurrently(lambda: patient.embed_pixels(pixels), 12)
             assert all(isinstance(o, np.ndarray) for o in outcomes), outcomes
             assert patient.health().ready
+        # --api-port: the HTTP API in the same process, in front of the front door.
+        import json
+        import urllib.request
+
+        assert f"API      http://0.0.0.0:{ports['--api-port']}" in text
+        request = urllib.request.Request(f"http://127.0.0.1:{ports['--api-port']}/v1/embeddings", headers={
+            "Content-Type": "application/json"}, data=json.dumps({"model": "mmserve", "input": "a red circle"}).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert len(json.loads(response.read())["data"][0]["embedding"]) == 128
         started = time.monotonic()
         server.send_signal(signal.SIGINT)
         rest, _ = server.communicate(timeout=60)

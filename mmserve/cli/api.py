@@ -29,7 +29,7 @@ def parse_indexes(values: list[str] | None, default: Path) -> dict[str, Path]:
 
 
 @app.command()
-@config_options("server", "api_keys", "api_key_file", "ca_cert", "client_cert", "client_key", "index")
+@config_options("server", "api_keys", "api_key_file", "ca_cert", "client_cert", "client_key")
 def api(
     index: Annotated[Optional[list[str]], typer.Option(
         "--index", help="A search index as NAME=PATH (repeatable; default: the configured index).")] = None,

@@ -29,6 +29,11 @@ def bench_command(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results here (JSON).")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a throughput plot (PNG) here; with --rate also a "
                                                      "latency plot next to it.")] = None,
+    target_kind: Annotated[str, typer.Option("--target", help="triton: the server's gRPC/HTTP endpoints; openai: "
+                                             "the HTTP API's POST /v1/embeddings at --api-url.")] = "triton",
+    api_url: Annotated[str, typer.Option(help="The HTTP API (mmserve api), for --target openai.")] = (
+        "http://127.0.0.1:8080"),
+    model_name: Annotated[str, typer.Option(help="The model id for --target openai.")] = "mmserve",
     *, settings: Settings,
 ) -> None:
     """Load-test a running server: one item per request, closed-loop sweep and optional open-loop rates."""
@@ -38,6 +43,8 @@ def bench_command(
 
     if workload not in ("image", "text", "mixed"):
         raise typer.BadParameter("workload must be image, text or mixed")
+    if target_kind not in ("triton", "openai"):
+        raise typer.BadParameter("target must be triton or openai")
     with connect(settings) as client:
         client.model_summary()  # fail fast, with a clear error, when the server is not there
     sample_images, texts = loadtest.sample_payloads()
@@ -58,7 +65,10 @@ def bench_command(
                   f"{step.errors} errors")
 
     def target():
-        return loadtest.TritonTarget(settings.server, **settings.client_options())
+        triton = loadtest.TritonTarget(settings.server, **settings.client_options())
+        if target_kind == "openai":
+            return loadtest.OpenAiTarget(api_url, api_key=settings.api_key, model=model_name, server=triton)
+        return triton
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
     results = asyncio.run(loadtest.sweep(target(), payloads, workload, levels, seconds, show))

@@ -92,6 +92,7 @@ def serve(
             out.print("interrupted while starting; stopped")
             return
         raise
+    api = _start_api(settings, supervisor.grpc_url, keys, api_port) if api_port else None
     access = f"API keys: {len(keys)}" if keys else "no API key (open to whoever reaches the ports)"
     tls = (" with mutual TLS" if settings.tls_client_ca else " with TLS") if settings.tls_cert else ""
     out.print(f"ready in {time.perf_counter() - t:.1f} s{tls}; {access}\n"
@@ -99,7 +100,6 @@ def serve(
               f"  metrics  {supervisor.metrics_url}\n"
               "models: embed_image, embed_text (decode + tower); image_tower, text_tower (the towers alone); "
               "image_preprocess, text_tokenize\nCtrl-C stops the server.")
-    api = _start_api(settings, supervisor.grpc_url, keys, api_port) if api_port else None
     sys.stdout.flush()
     code = supervisor.run(stop)
     out.print("shutting down ...")

@@ -175,6 +175,45 @@ class JsonHttpTarget:
         return {}
 
 
+class OpenAiTarget(JsonHttpTarget):
+    """mmserve's HTTP API (`mmserve api`): OpenAI's `POST /v1/embeddings`, one item per request (an image as a
+    data URI); the Triton statistics come from `server` when given."""
+
+    def __init__(self, url: str, name: str = "openai", *, api_key: str | None = None, model: str = "mmserve",
+                 server: TritonTarget | None = None) -> None:
+        super().__init__(url, name)
+        self.model, self.server = model, server
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._bodies: dict[int, bytes] = {}
+
+    async def open(self) -> None:
+        await super().open()
+        if self.server is not None:
+            await self.server.open()
+
+    async def close(self) -> None:
+        await super().close()
+        if self.server is not None:
+            await self.server.close()
+
+    async def call(self, kind: str, item: bytes | str) -> None:
+        import base64
+        import json
+
+        body = self._bodies.get(id(item))
+        if body is None:
+            value = ("data:image/jpeg;base64," + base64.b64encode(item).decode()) if isinstance(item, bytes) else item
+            body = self._bodies[id(item)] = json.dumps({"model": self.model, "input": value}).encode()
+        headers = {"Content-Type": "application/json", **self._headers}
+        async with self._session.post(f"{self.url}/v1/embeddings", data=body, headers=headers) as response:
+            payload = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
+
+    async def batch_counts(self) -> dict[str, dict[int, int]]:
+        return {} if self.server is None else await self.server.batch_counts()
+
+
 def batch_counts(statistics: dict) -> dict[str, dict[int, int]]:
     """Executions per batch size, per model, from Triton's statistics (JSON form)."""
     return {
