@@ -252,3 +252,21 @@ def test_models_health_metrics_openapi_and_closed_cors(api):
     assert "access-control-allow-origin" not in {k.lower() for k in headers}
     status, page, _ = api.request("GET", "/", key=None)
     assert status == 200 and b"<script src=\"/static/app.js\">" in page and b"http" not in page.split(b"<body>")[1]
+
+
+def test_a_bad_item_fails_only_its_own_request_when_requests_share_a_server_call(api, gallery):
+    """The API joins concurrent requests into shared server calls; a refused image must still fail only its
+    request, and every other gets its own vectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    truncated = "data:image/jpeg;base64," + base64.b64encode(gallery[0].read_bytes()[:300]).decode()
+    bodies = [{"model": "mmserve", "input": [data_uri(gallery[i % 6]), f"text {i}"]} for i in range(12)]
+    bodies[5] = {"model": "mmserve", "input": ["fine", truncated]}
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda body: api.request("POST", "/v1/embeddings", body), bodies))
+    assert answers[5][0] == 400 and answers[5][1]["error"]["param"] == "input[1]"
+    ok = [answer for i, answer in enumerate(answers) if i != 5]
+    assert all(status == 200 for status, _, _ in ok)
+    first = np.array(answers[0][1]["data"][0]["embedding"])
+    again = np.array(answers[6][1]["data"][0]["embedding"])  # bodies 0 and 6 send the same image
+    assert cosines(first[None], again[None])[0] > 0.99999

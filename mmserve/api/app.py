@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -64,6 +65,7 @@ class ApiSettings(BaseModel):
     max_items: int = Field(default=256, ge=1, description="Items per embeddings request, per add.")
     max_k: int = Field(default=1000, ge=1)
     max_fetch_bytes: int = Field(default=16 << 20, ge=1)
+    coalesce_items: int = Field(default=256, ge=1, description="Most items one shared server call carries.")
 
 
 class ApiError(Exception):
@@ -196,6 +198,65 @@ def fetch_image(url: str, settings: ApiSettings, param: str) -> bytes:
     return data
 
 
+class Coalescer:
+    """Items of concurrent requests joined into shared server calls (the API's own dynamic batching): each
+    request's items wait while `in_flight` calls are running, then go together in the next one (at most
+    `max_items`). One gRPC call per many HTTP requests is what keeps the API close to direct gRPC. A call whose
+    batch holds a refused item is retried request by request, so only that request gets the error."""
+
+    def __init__(self, call, max_items: int = 256, in_flight: int = 4) -> None:
+        self._call, self._max_items = call, max_items
+        self._slots = asyncio.Semaphore(in_flight)
+        self._pending: list[tuple[list, asyncio.Future]] = []
+        self._scheduled = False
+
+    async def submit(self, items: list) -> np.ndarray:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((items, future))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().create_task(self._dispatch())
+        return await future
+
+    async def _dispatch(self) -> None:
+        try:
+            while self._pending:
+                await self._slots.acquire()
+                batch: list[tuple[list, asyncio.Future]] = []
+                count = 0
+                while self._pending and (not batch or count + len(self._pending[0][0]) <= self._max_items):
+                    items, future = self._pending.pop(0)
+                    batch.append((items, future))
+                    count += len(items)
+                asyncio.get_running_loop().create_task(self._run(batch))
+        finally:
+            self._scheduled = False
+
+    async def _run(self, batch: list[tuple[list, asyncio.Future]]) -> None:
+        try:
+            try:
+                vectors = await self._call([item for items, _ in batch for item in items])
+            except InvalidInputError:
+                if len(batch) == 1:
+                    raise
+                for items, future in batch:  # find whose item it was
+                    try:
+                        future.set_result(await self._call(items))
+                    except Exception as error:  # noqa: BLE001 - delivered to its request
+                        future.set_exception(error)
+                return
+            start = 0
+            for items, future in batch:
+                future.set_result(vectors[start : start + len(items)])
+                start += len(items)
+        except Exception as error:  # noqa: BLE001 - every request of the batch gets it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        finally:
+            self._slots.release()
+
+
 # -- the app -------------------------------------------------------------------------------------------------
 
 
@@ -211,6 +272,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app):
         options = {"api_key": settings.server_api_key, **settings.client_options}
         state["client"] = mmserve.AsyncClient(settings.server, **options)
+        state["texts"] = Coalescer(state["client"].embed_texts, settings.coalesce_items)
+        state["images"] = Coalescer(state["client"].embed_images, settings.coalesce_items)
         try:
             yield
         finally:
@@ -294,14 +357,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     async def embed_images(images: list[bytes], params: list[str]) -> np.ndarray:
         try:
-            return await client().embed_images(images)
+            return await state["images"].submit(images)
         except InvalidInputError as error:
             error.param = params[error.index] if error.index is not None else None  # type: ignore[attr-defined]
             raise
 
     async def embed_texts(texts: list[str], params: list[str]) -> np.ndarray:
         try:
-            return await client().embed_texts(texts)
+            return await state["texts"].submit(texts)
         except InvalidInputError as error:
             error.param = params[error.index] if error.index is not None else None  # type: ignore[attr-defined]
             raise
@@ -319,7 +382,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @app.post("/v1/embeddings", response_model=schemas.EmbeddingResponse, dependencies=guarded,
               responses={400: {"model": schemas.ErrorResponse}})
-    async def embeddings(body: schemas.EmbeddingRequest) -> schemas.EmbeddingResponse:
+    async def embeddings(body: schemas.EmbeddingRequest) -> Response:
         model = await summary()
         if body.model != settings.model_name:
             raise ApiError(404, f"model {body.model!r} does not exist; this server has {settings.model_name!r}",
@@ -360,11 +423,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         parts = ([text_at] if texts else []) + ([image_at] if images else [])
         for positions, result in zip(parts, results):
             vectors[positions] = result
-        data = [schemas.Embedding(index=i, embedding=base64.b64encode(v.astype("<f4").tobytes()).decode()
-                                  if body.encoding_format == "base64" else v.tolist())
+        # Serialized directly (the response model documents the shape): validating and encoding 128-float lists
+        # through pydantic costs more than the rest of the request.
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                 if body.encoding_format == "base64" else v}
                 for i, v in enumerate(vectors)]
-        return schemas.EmbeddingResponse(data=data, model=settings.model_name,
-                                         usage=schemas.Usage(prompt_tokens=len(items), total_tokens=len(items)))
+        payload = {"object": "list", "data": data, "model": settings.model_name,
+                   "usage": {"prompt_tokens": len(items), "total_tokens": len(items)}}
+        return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     @app.get("/v1/models", response_model=schemas.ModelList, dependencies=guarded)
     async def models() -> schemas.ModelList:
