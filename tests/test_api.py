@@ -270,3 +270,14 @@ def test_a_bad_item_fails_only_its_own_request_when_requests_share_a_server_call
     first = np.array(answers[0][1]["data"][0]["embedding"])
     again = np.array(answers[6][1]["data"][0]["embedding"])  # bodies 0 and 6 send the same image
     assert cosines(first[None], again[None])[0] > 0.99999
+
+
+def test_a_server_that_is_down_is_a_503_in_openai_shape(tmp_path):
+    from mmserve.api import ApiSettings
+    from mmserve.serving.server import free_port
+
+    settings = ApiSettings(server=f"grpc://127.0.0.1:{free_port()}", client_options={"retries": 0, "timeout_s": 5})
+    with RunningApi(settings) as running:
+        status, body, headers = running.request("POST", "/v1/embeddings", {"model": "mmserve", "input": "x"}, key=None)
+        assert status == 503 and body["error"]["code"] == "unavailable" and body["error"]["type"] == "server_error"
+        assert running.request("GET", "/health", key=None)[0] == 503

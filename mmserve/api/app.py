@@ -47,6 +47,13 @@ from mmserve.errors import (
     ServerUnavailableError,
 )
 
+# The server's failures as the API answers them: status, message, OpenAI error type, code.
+UPSTREAM_ERRORS: dict[type[Exception], tuple[int, str, str, str]] = {
+    OverloadedError: (429, "the server is overloaded", "rate_limit_error", "overloaded"),
+    ServerUnavailableError: (503, "the embedding server is unavailable", "server_error", "unavailable"),
+    RequestTimeoutError: (504, "the embedding server did not answer in time", "server_error", "timeout"),
+    AuthenticationError: (502, "the embedding server refused this API's key", "server_error", "upstream_auth"),
+}
 DATA_URI = re.compile(r"data:image/(?:jpeg|jpg|png|webp|gif);base64,", re.IGNORECASE)
 IMAGE_URL = re.compile(r"https?://\S+", re.IGNORECASE)
 
@@ -329,21 +336,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         param = getattr(error, "param", None)
         return failure(400, str(error), "invalid_request_error", error.code.value if error.code else "invalid", param)
 
-    @app.exception_handler(OverloadedError)
-    async def on_overload(request, error):
-        return failure(429, f"the server is overloaded: {error}", "rate_limit_error", "overloaded")
+    def upstream(status: int, what: str, type: str, code: str):
+        async def handle(request, error):
+            return failure(status, f"{what}: {error}", type, code)
+        return handle
 
-    @app.exception_handler(ServerUnavailableError)
-    async def on_unavailable(request, error):
-        return failure(503, f"the embedding server is unavailable: {error}", "server_error", "unavailable")
-
-    @app.exception_handler(RequestTimeoutError)
-    async def on_timeout(request, error):
-        return failure(504, f"the embedding server did not answer in time: {error}", "server_error", "timeout")
-
-    @app.exception_handler(AuthenticationError)
-    async def on_server_auth(request, error):
-        return failure(502, f"the embedding server refused this API's key: {error}", "server_error", "upstream_auth")
+    for kind, (status, what, type, code) in UPSTREAM_ERRORS.items():
+        app.add_exception_handler(kind, upstream(status, what, type, code))
 
     async def summary():
         return await client().model_summary()
