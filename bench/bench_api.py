@@ -60,17 +60,27 @@ def build_index(directory: Path, size: int, dim: int) -> Path:
 
 
 class ApiProcess:
-    def __init__(self, server: str, indexes: dict[str, Path], log: Path) -> None:
+    """`mmserve api` (uvicorn), or the same app under granian (`http_server="granian"`), in its own process."""
+
+    def __init__(self, server: str, indexes: dict[str, Path], log: Path, http_server: str = "uvicorn") -> None:
+        from mmserve.api import ApiSettings
         from mmserve.serving.server import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "mmserve.cli", "api", "--server", server, "--port", str(self.port),
-                        *[arg for name, path in indexes.items() for arg in ("--index", f"{name}={path}")]]
+        self.env = dict(os.environ)
+        if http_server == "granian":
+            self.env["MMSERVE_API_SETTINGS"] = ApiSettings(server=server, indexes=indexes).model_dump_json()
+            self.command = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop",
+                            "--host", "127.0.0.1", "--port", str(self.port), "mmserve.api.app:app_from_environment"]
+        else:
+            self.command = [sys.executable, "-m", "mmserve.cli", "api", "--server", server, "--port", str(self.port),
+                            *[arg for name, path in indexes.items() for arg in ("--index", f"{name}={path}")]]
         self.log = log
 
     def __enter__(self) -> ApiProcess:
-        self.process = subprocess.Popen(self.command, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                        env=self.env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -134,6 +144,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--index-dir", type=Path, default=Path.home() / ".cache" / "mmserve" / "bench-indexes")
     parser.add_argument("--update", type=Path, help="replace the API section of this Markdown file")
+    parser.add_argument("--http-server", default="uvicorn", choices=("uvicorn", "granian"),
+                        help="the ASGI server under the API (granian: pip install granian)")
     args = parser.parse_args()
 
     from mmserve.config import Settings
@@ -154,12 +166,12 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     indexes = {f"n{size}": build_index(args.index_dir, size, dim) for size in sizes}
     env = dict(os.environ, MMSERVE_CACHE_DIR=str(settings.cache_dir), MMSERVE_MODEL_DIR=str(settings.model_dir))
-    model = "ViT-B/32 (random weights)" if args.vit_b32 else "the bundled model"
+    model = ("ViT-B/32 (random weights)" if args.vit_b32 else "the bundled model") + f", API on {args.http_server}"
     lines = [f"{model}; host: {os.cpu_count()} cores, {' '.join(cpu_features())}; "
              f"{time.strftime('%Y-%m-%d')}; {args.seconds:g} s per step", ""]
     images, texts = loadtest.sample_payloads()
     with ServeProcess(repository, env=env, log=work / "serve.log") as served, \
-            ApiProcess(served.urls["grpc"], indexes, work / "api.log") as api:
+            ApiProcess(served.urls["grpc"], indexes, work / "api.log", args.http_server) as api:
         levels = [int(c) for c in args.concurrency.split(",")]
         table = ["| workload | direct gRPC items/s (best) | API items/s (best) | API / direct (bests) | API / direct "
                  "(same concurrency, lowest) |", "|---|---|---|---|---|"]

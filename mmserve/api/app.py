@@ -553,6 +553,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app of the `ApiSettings` JSON in `MMSERVE_API_SETTINGS`: for ASGI servers that import an app factory
+    (`granian --interface asgi --factory mmserve.api.app:app_from_environment`)."""
+    import os
+
+    return create_app(ApiSettings.model_validate_json(os.environ.get("MMSERVE_API_SETTINGS", "{}")))
+
+
 def thumbnail_path(uri: str | None, roots: Sequence[Path]) -> Path:
     """The local file of an item's URI, only inside an allowed root (symlinks and `..` resolved first)."""
     if not roots:
