@@ -347,19 +347,19 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def summary():
         return await client().model_summary()
 
-    async def embed_images(images: list[bytes], params: list[str]) -> np.ndarray:
+    async def embed(kind: str, items: list, params: list[str]) -> np.ndarray:
+        """Through the shared calls of `kind` ("texts", "images"); a refused item named by its `params` entry."""
         try:
-            return await state["images"].submit(images)
+            return await state[kind].submit(items)
         except InvalidInputError as error:
             error.param = params[error.index] if error.index is not None else None  # type: ignore[attr-defined]
             raise
 
-    async def embed_texts(texts: list[str], params: list[str]) -> np.ndarray:
-        try:
-            return await state["texts"].submit(texts)
-        except InvalidInputError as error:
-            error.param = params[error.index] if error.index is not None else None  # type: ignore[attr-defined]
-            raise
+    def embed_images(images: list[bytes], params: list[str]):
+        return embed("images", images, params)
+
+    def embed_texts(texts: list[str], params: list[str]):
+        return embed("texts", texts, params)
 
     def collection(name: str | None) -> Collection:
         if not collections:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mmserve.models.info import ModelInfo, read_json
-from mmserve.models.siglip import SENTENCEPIECE_FILE, TOKENIZER_JSON
+from mmserve.models.siglip import SENTENCEPIECE_FILE, TOKENIZER_JSON, token_name
 
 SPIECE_UNDERLINE = "\u2581"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -76,12 +76,12 @@ class SentencePieceTokenizer:
         from mmserve.models.siglip import token_ids
 
         config = {**read_json(info.path / "special_tokens_map.json"), **read_json(info.path / "tokenizer_config.json")}
-        names = {_content(config.get(key), default) for key, default in
+        names = {token_name(config.get(key), default) for key, default in
                  (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "</s>"))}
-        names |= {_content(entry, "") for entry in config.get("additional_special_tokens") or []} - {""}
+        names |= {token_name(entry, "") for entry in config.get("additional_special_tokens") or []} - {""}
         specials = dict(zip(sorted(names), token_ids(info.path, "sentencepiece", sorted(names))))
         return cls(info.path / SENTENCEPIECE_FILE, info.context_length, info.eos_token_id, info.pad_token_id,
-                   special_tokens=specials, unk_token=_content(config.get("unk_token"), "<unk>"),
+                   special_tokens=specials, unk_token=token_name(config.get("unk_token"), "<unk>"),
                    lowercase=bool(config.get("do_lower_case", True)), clean=_cleaner(info))
 
     def canonicalize(self, text: str) -> str:
@@ -175,9 +175,3 @@ class JsonTokenizer:
 
     def __call__(self, texts: list[str] | str, context_length: int | None = None) -> np.ndarray:
         return self.tokenize(texts, context_length)[0]
-
-
-def _content(entry: object, default: str) -> str:
-    if isinstance(entry, dict):
-        return str(entry.get("content", default))
-    return default if entry is None else str(entry)

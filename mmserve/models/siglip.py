@@ -87,13 +87,14 @@ def _tokenizer(path: Path, tokenizer_config: dict[str, Any]) -> tuple[str, int, 
     else:
         raise FileNotFoundError(f"{path}: no tokenizer ({SENTENCEPIECE_FILE} for SigLIP, {TOKENIZER_JSON} for "
                                 "SigLIP 2)")
-    pad_name, eos_name = (_token_name(special.get(key), default)
+    pad_name, eos_name = (token_name(special.get(key), default)
                           for key, default in (("pad_token", pad_name), ("eos_token", eos_name)))
     ids = token_ids(path, kind, [pad_name, eos_name])
     return kind, ids[0], ids[1]
 
 
-def _token_name(entry: object, default: str) -> str:
+def token_name(entry: object, default: str) -> str:
+    """A special token as the configs write it: a string, or {"content": ...}."""
     if isinstance(entry, dict):
         return str(entry.get("content", default))
     return default if entry is None else str(entry)
