@@ -42,6 +42,9 @@ class BuildOptions(BaseModel):
     gpu_instances: int = Field(default=1, ge=1, description="TensorRT engine instances per GPU (--target ngc).")
     tensorrt_profiles: Literal["dynamic", "buckets"] = Field(
         default="dynamic", description="Text engines: one profile dynamic in length, or one per length bucket.")
+    media_batch_size: int = Field(
+        default=8, ge=1, le=256, description="Videos or sounds per batch of embed_video / embed_audio (each gives "
+        "many tower rows: up to video_max_frames frames, or one per audio window).")
 
 
 class ServeOptions(BaseModel):
@@ -154,6 +157,30 @@ class Settings(BaseSettings, BuildOptions, ServeOptions):
         default=64 << 10, ge=1, description="Largest text accepted (64 KiB of UTF-8; CLIP reads only its first 77 "
         "tokens, a few hundred characters): bounds what one text costs the tokenizer.")
 
+    audio_model_dir: Path | None = Field(
+        default=None, description="The audio towers: a Hugging Face ClapModel directory (its own embedding space, "
+        "with its own text tower), or a bound tower (model_type mmserve-audio, in the image-text model's space); "
+        "default: MODEL_DIR/audio when there is one (the bundled model has one).")
+    video_frames_per_second: float = Field(
+        default=1.0, gt=0, le=30, description="Video frames sampled per second (one segment each), CLIP4Clip's rate.")
+    video_max_frames: int = Field(
+        default=32, ge=1, le=512, description="Most segments per video: a longer video is cut into this many equal "
+        "segments.")
+    video_scene_threshold: float | None = Field(
+        default=None, gt=0, le=255, description="Segments at scene changes instead: the mean absolute difference "
+        "(0-255) of consecutive thumbnails that marks a cut (20-40 suits most footage).")
+    max_video_bytes: int = Field(
+        default=64 << 20, ge=1, description="Largest encoded video accepted (64 MiB; raise max_request_bytes too).")
+    max_video_seconds: float = Field(default=4 * 3600.0, gt=0, description="Longest video accepted (4 h).")
+    max_video_pixels: int = Field(
+        default=8192 * 4320, ge=1, description="Largest video frame accepted (width x height, 8K UHD), from the "
+        "headers and again per decoded frame.")
+    max_video_frames: int = Field(
+        default=6000, ge=1, description="Frames one video may make the decoder produce while sampling (seeking "
+        "lands on keyframes): bounds the decoding cost of hostile streams.")
+    max_audio_bytes: int = Field(default=64 << 20, ge=1, description="Largest encoded sound accepted (64 MiB).")
+    max_audio_seconds: float = Field(default=3600.0, gt=0, description="Longest sound accepted (1 h).")
+
     index: Path = Field(
         default_factory=lambda: _data_home() / "mmserve" / "index",
         description="The search index directory (`mmserve index`, `search`, `info`).",
@@ -170,6 +197,19 @@ class Settings(BaseSettings, BuildOptions, ServeOptions):
         from mmserve.models.export import weights_fingerprint
 
         return self.cache_dir / "onnx" / weights_fingerprint(self.model_dir)[:16]
+
+    def audio_dir(self) -> Path | None:
+        """The audio model in effect: `audio_model_dir`, else the model directory's `audio/`, else none."""
+        if self.audio_model_dir is not None:
+            return self.audio_model_dir
+        bundled = self.model_dir / "audio"
+        return bundled if (bundled / "config.json").is_file() else None
+
+    def audio_export_dir(self, audio_dir: Path) -> Path:
+        """Where the export of the audio model at `audio_dir` is kept."""
+        from mmserve.models.export import weights_fingerprint
+
+        return self.cache_dir / "onnx-audio" / weights_fingerprint(audio_dir)[:16]
 
     def client_options(self) -> dict[str, object]:
         """The SDK's connection keywords (`mmserve.Client(settings.server, **settings.client_options())`)."""

@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     INVALID = "invalid"  # not a valid file of its format
     CORRUPT = "corrupt"  # damaged or truncated data
     TOO_MANY_PIXELS = "too_many_pixels"  # a decompression bomb or absurd dimensions
+    TOO_LONG = "too_long"  # a video or sound over the duration limit
+    TOO_MANY_FRAMES = "too_many_frames"  # a video that needs more decoding than allowed (absurd frame rates)
     INVALID_UTF8 = "invalid_utf8"
     WRONG_TYPE = "wrong_type"  # not str / bytes / an image object
     INVALID_TOKENS = "invalid_tokens"  # token ids outside the vocabulary, bad lengths or shapes

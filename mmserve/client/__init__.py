@@ -3,6 +3,8 @@
     with mmserve.Client("grpc://127.0.0.1:8001") as client:
         texts = client.embed_texts(["a red circle", "a small blue square"])   # float32 [2, D]
         images = client.embed_images(["photo.jpg", png_bytes, pil_image])      # float32 [3, D]
+        video, = client.embed_videos(["clip.mp4"])      # .embedding [D], .segments [S, D], .times [S, 2]
+        sound, = client.embed_audio(["bark.wav"])       # the same, per window
 
 Inputs are split into requests of at most the server's batch size (and
 `max_request_bytes`) and several requests are kept in flight, so Triton's
@@ -35,10 +37,11 @@ from mmserve.errors import (
     RequestTimeoutError,
     ServerUnavailableError,
 )
+from mmserve.modalities import SegmentedEmbedding
 from mmserve.modalities.image import encode_image
 
 __all__ = [
     "DEFAULT_URL", "MODELS", "AsyncClient", "AuthenticationError", "Client", "ClientOptions", "Health",
     "InvalidInputError", "MmserveError", "ModelSummary", "OverloadedError", "RequestTimeoutError",
-    "ServerUnavailableError", "Transport", "encode_image",
+    "SegmentedEmbedding", "ServerUnavailableError", "Transport", "encode_image",
 ]

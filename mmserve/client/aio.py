@@ -12,6 +12,7 @@ import numpy as np
 from mmserve.client import core
 from mmserve.client.options import DEFAULT_URL
 from mmserve.client.transport import Transport
+from mmserve.modalities import MediaInput, SegmentedEmbedding
 from mmserve.modalities.image import ImageInput
 
 T = TypeVar("T")
@@ -24,9 +25,24 @@ class AsyncClient(core.Face):
         super().__init__(url, **options)
         self._transport = Transport(self.options, aio=True)
 
-    async def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """L2-normalised float32 `[N, D]`, one row per text."""
-        return await self._run(self._planner.texts(texts, await self.model_summary()), progress)
+    async def embed_texts(self, texts: Sequence[str], *, modality: str | None = None,
+                          progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 `[N, D]`, one row per text (`modality`: as `Client.embed_texts`)."""
+        return await self._run(self._planner.texts(texts, await self.model_summary(), modality), progress)
+
+    async def embed_videos(self, videos: Sequence[MediaInput], *, progress: bool = False
+                           ) -> list[SegmentedEmbedding]:
+        """Per video (a path or the file's bytes): its vector, and each sampled moment's with its times."""
+        requests = self._planner.media(core.VIDEO_MODEL, videos, await self.model_summary())
+        return [item for result in await self._results(requests, progress, core.SEGMENT_OUTPUTS)
+                for item in core.segmented(result)]
+
+    async def embed_audio(self, sounds: Sequence[MediaInput], *, progress: bool = False
+                          ) -> list[SegmentedEmbedding]:
+        """Per sound (a path or the file's bytes): its vector, and each window's with its times."""
+        requests = self._planner.media(core.AUDIO_MODEL, sounds, await self.model_summary())
+        return [item for result in await self._results(requests, progress, core.SEGMENT_OUTPUTS)
+                for item in core.segmented(result)]
 
     async def embed_images(self, images: Sequence[ImageInput], *, preprocess: core.Preprocess | None = None,
                            progress: bool = False) -> np.ndarray:
@@ -48,7 +64,16 @@ class AsyncClient(core.Face):
     async def model_summary(self) -> core.ModelSummary:
         if self._summary is None:
             async def configs() -> dict[str, dict]:
-                return {name: await self._transport.model_config(name) for name in core.MODELS}
+                from tritonclient.utils import InferenceServerException
+
+                found = {name: await self._transport.model_config(name) for name in core.MODELS}
+                for name in core.OPTIONAL_MODELS:
+                    try:
+                        if await self._transport.model_ready(name):
+                            found[name] = await self._transport.model_config(name)
+                    except InferenceServerException:  # an older server: it does not know the model
+                        pass
+                return found
 
             self._summary = core.ModelSummary.from_configs(await self._with_retries(configs))
         return self._summary
@@ -77,15 +102,20 @@ class AsyncClient(core.Face):
         raise AssertionError("unreachable")
 
     async def _run(self, requests: list[core.Request], progress: bool) -> np.ndarray:
+        results = await self._results(requests, progress)
+        return core.embeddings(results, (await self.model_summary()).embedding_dim)
+
+    async def _results(self, requests: list[core.Request], progress: bool,
+                       outputs: str | tuple[str, ...] = "embedding") -> list:
         bar = core.progress_bar(requests, progress)
         slots = asyncio.Semaphore(self.options.max_in_flight)
 
-        async def one(request: core.Request) -> np.ndarray:
+        async def one(request: core.Request):
             async with slots:
                 result = await self._with_retries(
                     lambda: self._transport.infer(request.model, request.input_name, request.array,
-                                                  request.datatype), request)
-                bar.update(len(result))
+                                                  request.datatype, outputs), request)
+                bar.update(len(request.array))
                 return result
 
         tasks = [asyncio.ensure_future(one(r)) for r in requests]
@@ -97,4 +127,4 @@ class AsyncClient(core.Face):
             raise
         finally:
             bar.close()
-        return core.embeddings(list(results), (await self.model_summary()).embedding_dim)
+        return list(results)

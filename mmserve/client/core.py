@@ -18,12 +18,26 @@ from pydantic import BaseModel
 
 from mmserve import errors
 from mmserve.client.options import DEFAULT_URL, ClientOptions
+from mmserve.modalities import MediaInput, SegmentedEmbedding, encode_file
 from mmserve.modalities.image import ImageInput, ImagePreprocessor, encode_image
 from mmserve.modalities.text import encode_texts
 from mmserve.models.info import Scoring
 
 IMAGE_MODEL, TEXT_MODEL, IMAGE_TOWER, TEXT_TOWER = "embed_image", "embed_text", "image_tower", "text_tower"
+VIDEO_MODEL, AUDIO_MODEL, AUDIO_TEXT_MODEL = "embed_video", "embed_audio", "embed_audio_text"
 MODELS = (IMAGE_MODEL, TEXT_MODEL, "image_preprocess", IMAGE_TOWER, "text_tokenize", TEXT_TOWER)
+# Served where the repository has them (a server built before them, or without an audio model, has not).
+OPTIONAL_MODELS = (VIDEO_MODEL, AUDIO_MODEL, AUDIO_TEXT_MODEL)
+SEGMENT_OUTPUTS = ("embedding", "segment_embeddings", "segment_times", "segment_count")
+# Which input carries which modality's items (how errors name them).
+_KINDS = {"text": "text", "token_ids": "text", "video": "video", "audio": "audio"}
+
+
+def segmented(result: tuple[np.ndarray, ...]) -> list[SegmentedEmbedding]:
+    """One `embed_video` / `embed_audio` response -> one result per item."""
+    pooled, segments, times, counts = result
+    return [SegmentedEmbedding(pooled[i], segments[i, : int(counts[i, 0])], times[i, : int(counts[i, 0])])
+            for i in range(len(pooled))]
 
 
 class ModelSummary(BaseModel):
@@ -44,6 +58,11 @@ class ModelSummary(BaseModel):
     score_function: str = "softmax"
     logit_scale: float = 100.0
     logit_bias: float = 0.0
+    # modality -> embedding space, for what this server embeds ("main": the image-text model's)
+    spaces: dict[str, str] = {"image": "main", "text": "main"}
+    audio_family: str | None = None  # "clap" or "bound" when the server embeds sounds
+    audio_embedding_dim: int | None = None
+    audio_logit_scale: float | None = None  # a CLAP model's own softmax scale
 
     @classmethod
     def from_configs(cls, configs: dict[str, dict]) -> ModelSummary:
@@ -54,6 +73,16 @@ class ModelSummary(BaseModel):
         described: dict[str, Any] = {key: text_parameters[key] for key in (
             "family", "tokenizer", "pooling", "score_function", "logit_scale", "logit_bias") if key in text_parameters}
         described |= {key: image_parameters[key] for key in ("resize_mode", "checkpoint") if key in image_parameters}
+        spaces = {"image": "main", "text": "main"}
+        if VIDEO_MODEL in configs:
+            spaces["video"] = "main"
+        if AUDIO_MODEL in configs:
+            audio = _parameters(configs[AUDIO_MODEL])
+            spaces["audio"] = audio.get("space", "main")
+            described |= {"audio_family": audio.get("family"),
+                          "audio_embedding_dim": int(configs[AUDIO_MODEL]["output"][0]["dims"][0])}
+        if AUDIO_TEXT_MODEL in configs:
+            described["audio_logit_scale"] = float(_parameters(configs[AUDIO_TEXT_MODEL])["logit_scale"])
         return cls(
             embedding_dim=int(image["output"][0]["dims"][0]),
             image_size=int(pixels["dims"][0]),
@@ -61,8 +90,25 @@ class ModelSummary(BaseModel):
             resample=image_parameters["resample"],
             context_length=int(text_parameters["context_length"]),
             max_batch_size={name: int(config["max_batch_size"]) for name, config in configs.items()},
+            spaces=spaces,
             **described,
         )
+
+    def text_model_for(self, modality: str | None) -> str:
+        """The model that embeds query texts for items of `modality`: embed_text, or a CLAP checkpoint's own
+        text tower for sounds in its space."""
+        if modality is None or self.spaces.get(modality, "main") == "main":
+            return TEXT_MODEL
+        if modality == "audio" and AUDIO_TEXT_MODEL in self.max_batch_size:
+            return AUDIO_TEXT_MODEL
+        raise errors.InvalidInputError(f"this server has no text tower for the {self.spaces[modality]!r} space "
+                                       f"of its {modality}")
+
+    def require(self, model: str, what: str) -> None:
+        if model not in self.max_batch_size:
+            hint = ("start the server with an audio model (the bundled one has it; --audio-model-dir for a CLAP "
+                    "checkpoint)" if model == AUDIO_MODEL else "rebuild the repository with this mmserve")
+            raise errors.ServerUnavailableError(f"the server does not embed {what} (no {model} model): {hint}")
 
     @property
     def scoring(self) -> Scoring:
@@ -92,7 +138,7 @@ class Request:
 
     @property
     def kind(self) -> str:
-        return "text" if self.input_name in ("text", "token_ids") else "image"
+        return _KINDS.get(self.input_name, "image")
 
 
 class Face:
@@ -111,10 +157,19 @@ class Planner:
         self.options = options
         self._preprocessor: ImagePreprocessor | None = None
 
-    def texts(self, texts: Sequence[str], summary: ModelSummary) -> list[Request]:
+    def texts(self, texts: Sequence[str], summary: ModelSummary, modality: str | None = None) -> list[Request]:
         texts = list(texts)
-        return _split(TEXT_MODEL, "text", encode_texts(texts), texts, self._batch_size(TEXT_MODEL, summary),
+        model = summary.text_model_for(modality)
+        return _split(model, "text", encode_texts(texts), texts, self._batch_size(model, summary),
                       self.options.max_request_bytes)
+
+    def media(self, model: str, items: Sequence[MediaInput], summary: ModelSummary) -> list[Request]:
+        """Videos (`embed_video`) or sounds (`embed_audio`): file paths or encoded bytes."""
+        kind = "video" if model == VIDEO_MODEL else "audio"
+        summary.require(model, "videos" if kind == "video" else "sounds")
+        items = list(items)
+        encoded = [encode_file(item, index, kind) for index, item in enumerate(items)]
+        return _split(model, kind, encoded, items, self._batch_size(model, summary), self.options.max_request_bytes)
 
     def images(self, images: Sequence[ImageInput], preprocess: str | None, summary: ModelSummary) -> list[Request]:
         images = list(images)
@@ -231,7 +286,7 @@ def retry_delay(options: ClientOptions, raw: Exception, request: Request | None,
     return options.backoff_s * (2**attempt) * (0.5 + random.random())
 
 
-def embeddings(results: list[np.ndarray], dim: int) -> np.ndarray:
+def embeddings(results: list, dim: int) -> np.ndarray:
     if not results:
         return np.zeros((0, dim), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(results), dtype=np.float32)
@@ -242,6 +297,17 @@ def progress_bar(requests: list[Request], enabled: bool):
 
     return tqdm(total=sum(len(r.array) for r in requests), disable=not enabled, unit="item", dynamic_ncols=True,
                 leave=False)
+
+
+def ready_or_absent(call) -> bool:
+    """An optional model's readiness: False when the server does not know it (older servers answer an
+    unknown model with an error)."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return bool(call())
+    except InferenceServerException:
+        return False
 
 
 def health_or_down(error: Exception) -> Health:

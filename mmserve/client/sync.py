@@ -14,6 +14,7 @@ import numpy as np
 from mmserve.client import core
 from mmserve.client.options import DEFAULT_URL
 from mmserve.client.transport import Transport
+from mmserve.modalities import MediaInput, SegmentedEmbedding
 from mmserve.modalities.image import ImageInput
 from mmserve.models.info import Scoring
 
@@ -30,9 +31,22 @@ class Client(core.Face):
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="mmserve-client")
 
-    def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """L2-normalised float32 `[N, D]`, one row per text."""
-        return self._run(self._planner.texts(texts, self.model_summary()), progress)
+    def embed_texts(self, texts: Sequence[str], *, modality: str | None = None, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 `[N, D]`, one row per text; `modality`: embed them as queries for items of it
+        (for sounds of a CLAP model, its own text tower; otherwise the one text tower)."""
+        return self._run(self._planner.texts(texts, self.model_summary(), modality), progress)
+
+    def embed_videos(self, videos: Sequence[MediaInput], *, progress: bool = False) -> list[SegmentedEmbedding]:
+        """Per video (a path or the file's bytes): its vector, and each sampled moment's with its times."""
+        return self._run_segmented(self._planner.media(core.VIDEO_MODEL, videos, self.model_summary()), progress)
+
+    def embed_audio(self, sounds: Sequence[MediaInput], *, progress: bool = False) -> list[SegmentedEmbedding]:
+        """Per sound (a path or the file's bytes): its vector, and each window's with its times."""
+        return self._run_segmented(self._planner.media(core.AUDIO_MODEL, sounds, self.model_summary()), progress)
+
+    def space_of(self, modality: str) -> str:
+        """The embedding space this server puts items of `modality` in ("main", or "clap" for a CLAP model)."""
+        return self.model_summary().spaces.get(modality, "main")
 
     def embed_images(self, images: Sequence[ImageInput], *, preprocess: core.Preprocess | None = None,
                      progress: bool = False) -> np.ndarray:
@@ -53,8 +67,15 @@ class Client(core.Face):
 
     def model_summary(self) -> core.ModelSummary:
         if self._summary is None:
-            configs = self._with_retries(lambda: {name: self._transport().model_config(name) for name in core.MODELS})
-            self._summary = core.ModelSummary.from_configs(configs)
+            def configs() -> dict[str, dict]:
+                transport = self._transport()
+                found = {name: transport.model_config(name) for name in core.MODELS}
+                for name in core.OPTIONAL_MODELS:
+                    if core.ready_or_absent(lambda n=name: transport.model_ready(n)):
+                        found[name] = transport.model_config(name)
+                return found
+
+            self._summary = core.ModelSummary.from_configs(self._with_retries(configs))
         return self._summary
 
     @property
@@ -95,21 +116,31 @@ class Client(core.Face):
                 time.sleep(core.retry_delay(self.options, raw, request, attempt))
         raise AssertionError("unreachable")
 
-    def _infer(self, request: core.Request) -> np.ndarray:
-        return self._transport().infer(request.model, request.input_name, request.array, request.datatype)
-
     def _run(self, requests: list[core.Request], progress: bool) -> np.ndarray:
+        return core.embeddings(self._results(requests, progress), self.model_summary().embedding_dim)
+
+    def _run_segmented(self, requests: list[core.Request], progress: bool) -> list[SegmentedEmbedding]:
+        results = self._results(requests, progress, core.SEGMENT_OUTPUTS)
+        return [item for result in results for item in core.segmented(result)]
+
+    def _results(self, requests: list[core.Request], progress: bool, outputs: str | tuple[str, ...] = "embedding"
+                 ) -> list:
         bar = core.progress_bar(requests, progress)
-        futures = [self._pool.submit(self._with_retries, lambda r=r: self._infer(r), r) for r in requests]
+
+        def infer(request: core.Request):
+            return self._transport().infer(request.model, request.input_name, request.array, request.datatype,
+                                           outputs)
+
+        futures = [self._pool.submit(self._with_retries, lambda r=r: infer(r), r) for r in requests]
         results = []
         try:
-            for future in futures:
+            for future, request in zip(futures, requests):
                 results.append(future.result())
-                bar.update(len(results[-1]))
+                bar.update(len(request.array))
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
         finally:
             bar.close()
-        return core.embeddings(results, self.model_summary().embedding_dim)
+        return results

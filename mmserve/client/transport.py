@@ -43,13 +43,17 @@ class Transport:
         self._timeout = {"client_timeout": options.timeout_s} if self.grpc else {}
         self._json = {"as_json": True} if self.grpc else {}
 
-    def infer(self, model: str, input_name: str, array: np.ndarray, datatype: str, output: str = "embedding"):
-        """One inference of one input tensor; the output as numpy."""
+    def infer(self, model: str, input_name: str, array: np.ndarray, datatype: str,
+              output: str | tuple[str, ...] = "embedding"):
+        """One inference of one input tensor; the output as numpy (a tuple of them for a tuple of names)."""
         tensor = self.tc.InferInput(input_name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
-        call = self.client.infer(model, [tensor], outputs=[self.tc.InferRequestedOutput(output)],
+        names = (output,) if isinstance(output, str) else output
+        call = self.client.infer(model, [tensor], outputs=[self.tc.InferRequestedOutput(name) for name in names],
                                  headers=self._headers, **self._timeout)
-        return _then(call, lambda result: result.as_numpy(output))
+        if isinstance(output, str):
+            return _then(call, lambda result: result.as_numpy(output))
+        return _then(call, lambda result: tuple(result.as_numpy(name) for name in names))
 
     def model_config(self, name: str):
         """The model's config as a dict (the JSON form of model_config.proto)."""

@@ -10,7 +10,7 @@ from mmserve.index.backend import IndexBackend, index_exists, open_index
 from mmserve.index.embedded import EXACT_SCAN_LIMIT, Index
 from mmserve.index.exact import Storage
 from mmserve.index.generations import IndexLockedError
-from mmserve.index.records import Hit, ItemMetadata, Record
+from mmserve.index.records import MAIN_SPACE, MODALITIES, Hit, ItemMetadata, Record, SpaceMismatchError
 
-__all__ = ["EXACT_SCAN_LIMIT", "Hit", "Index", "IndexBackend", "IndexLockedError", "ItemMetadata", "Record",
-           "Storage", "index_exists", "open_index"]
+__all__ = ["EXACT_SCAN_LIMIT", "MAIN_SPACE", "MODALITIES", "Hit", "Index", "IndexBackend", "IndexLockedError",
+           "ItemMetadata", "Record", "SpaceMismatchError", "Storage", "index_exists", "open_index"]

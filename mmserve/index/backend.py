@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from mmserve.index.records import Hit, ItemMetadata, Record
+from mmserve.index.records import MAIN_SPACE, Hit, ItemMetadata, Record
 
 
 @runtime_checkable
@@ -45,8 +45,14 @@ class IndexBackend(Protocol):
     def tags(self) -> dict[str, int]:
         """Each tag and how many items carry it."""
 
-    def search(self, vector: np.ndarray, k: int = 10, *, tags: Sequence[str] | None = None) -> list[Hit]:
-        """The `k` nearest items by cosine similarity, best first; with `tags`, only items carrying all of them."""
+    def modality_counts(self) -> dict[tuple[str, str], int]:
+        """How many items of each (modality, space)."""
+
+    def search(self, vector: np.ndarray, k: int = 10, *, tags: Sequence[str] | None = None,
+               modality: str | None = None, space: str = MAIN_SPACE) -> list[Hit]:
+        """The `k` nearest items by cosine similarity, best first; with `tags`, only items carrying all of them;
+        with `modality`, only items of it. `space` is the query vector's: items of other spaces are never
+        compared with it, and `SpaceMismatchError` is raised when every item asked for is in another."""
 
     def save(self) -> None:
         """Make everything added so far durable."""

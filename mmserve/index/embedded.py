@@ -8,7 +8,8 @@
         vectors.npy        the same vectors as a plain matrix, for exact scans and re-ranking (`exact`)
         scales.npy         per-row scales (i8 storage only)
         keys.npy           int64 key of each matrix row (ascending)
-        metadata.sqlite    key, source URI, content hash, caption, tags, timestamps (`metadata`)
+        metadata.sqlite    key, source URI, content hash, caption, tags, modality, space, segment times,
+                           timestamps (`metadata`)
 
 `save()` writes a complete new generation and switches CURRENT atomically, so
 the graph, the matrix and the metadata always come from the same save. One
@@ -27,7 +28,7 @@ from mmserve.index.ann import Hnsw
 from mmserve.index.exact import Storage, VectorMatrix
 from mmserve.index.generations import Generations
 from mmserve.index.metadata import MetadataStore
-from mmserve.index.records import Hit, ItemMetadata, Record
+from mmserve.index.records import MAIN_SPACE, Hit, ItemMetadata, Record, check_query_space
 
 FORMAT_VERSION = 1
 # Below this many candidate rows, search scans every vector exactly (the SIMD kernel) instead of the graph.
@@ -219,22 +220,33 @@ class Index:
     def tags(self) -> dict[str, int]:
         return self.metadata.tags()
 
+    def modality_counts(self) -> dict[tuple[str, str], int]:
+        return dict(self.metadata.counts())
+
     def search(self, vector: np.ndarray, k: int = 10, *, tags: Sequence[str] | None = None,
-               exact: bool | None = None) -> list[Hit]:
+               modality: str | None = None, space: str = MAIN_SPACE, exact: bool | None = None) -> list[Hit]:
         """The `k` nearest items by cosine similarity, best first.
 
-        `tags`: only items carrying every one of these tags. `exact=None` picks:
-        an exact scan for small collections and filtered searches, otherwise
-        HNSW candidates re-ranked exactly; `True` / `False` force one.
+        `tags`: only items carrying every one of these tags; `modality`: only
+        items of it; `space`: the query vector's embedding space (items of other
+        spaces are never compared with it; `SpaceMismatchError` when all those
+        asked for are in another). `exact=None` picks: an exact scan for small
+        collections and filtered searches, otherwise HNSW candidates re-ranked
+        exactly; `True` / `False` force one.
         """
         query = self._check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         if len(self) == 0:
             return []
+        counts = self.metadata.counts()
+        space_filter = check_query_space(space, modality, counts)
+        # A modality filter that every item passes needs no scan of the metadata.
+        modality_filter = modality if modality is not None and {m for m, _ in counts} != {modality} else None
         rows = None
-        if tags:
-            rows = self.matrix.rows_of(self.metadata.keys_with_tags(tags))
+        if tags or modality_filter or space_filter:
+            rows = self.matrix.rows_of(self.metadata.keys_where(tags=tags, modality=modality_filter,
+                                                                space=space_filter))
             if len(rows) == 0:
                 return []
         if exact is None:

@@ -8,6 +8,12 @@ With a runtime mmserve loads itself (`Runtime.triton_backend == "python"`: OpenV
     text_tower         ensemble: token ids (+ lengths) -> embed_text's tower
     image_preprocess   BYTES image -> uint8 pixels            (decoding alone)
     text_tokenize      BYTES UTF-8 -> token ids + lengths     (tokenizing alone)
+    embed_video        BYTES video -> embedding + segments    (PyAV frames, C++ resize + the image tower)
+
+and, with an audio model (`Settings.audio_dir()`: the bundled model has one; a CLAP checkpoint brings its own):
+
+    embed_audio        BYTES sound -> embedding + windows     (libsndfile, soxr, log-mel + the audio tower)
+    embed_audio_text   BYTES UTF-8 -> embedding               (a CLAP checkpoint's own text tower, its space)
 
 The configs come from `templates/` (`templates/<backend>/` for the ones that
 depend on how the towers are hosted; a native Triton backend, TensorRT on
@@ -39,6 +45,7 @@ from mmserve.models.export import (
 from mmserve.models.info import ModelInfo
 from mmserve.runtimes import runtime
 from mmserve.runtimes.tensorrt import ENGINE_FILE
+from mmserve.serving.triton.models import AUDIO_INFO_DIR
 
 # model -> (template, the Python module behind it or None for an ensemble, the tower file it holds)
 LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
@@ -49,6 +56,7 @@ LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
         "text_tower": ("python/text_tower.pbtxt", None, None),
         "image_preprocess": ("image_preprocess.pbtxt", "mmserve.serving.triton.models.preprocess", None),
         "text_tokenize": ("text_tokenize.pbtxt", "mmserve.serving.triton.models.preprocess", None),
+        "embed_video": ("python/embed_video.pbtxt", "mmserve.serving.triton.models.segments", IMAGE_TOWER_FILE),
     },
     # NVIDIA's Triton container: the towers as native TensorRT engines, fed by the decode-only Python models.
     "ngc": {
@@ -62,6 +70,13 @@ LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
         "text_tokenize": ("text_tokenize.pbtxt", "mmserve.serving.triton.models.preprocess", None),
     },
 }
+# The audio models (python layout, CPU runtimes), their template, module and the files of the audio export.
+AUDIO_MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "embed_audio": ("python/embed_audio.pbtxt", "mmserve.serving.triton.models.segments", ("audio_tower.onnx",)),
+    "embed_audio_text": ("python/embed_audio_text.pbtxt", "mmserve.serving.triton.models.encoder",
+                         ("audio_text_tower.onnx",)),
+}
+AUDIO_RUNTIMES = ("openvino", "onnxruntime")
 # The engine of each tower in the ngc layout, and the file TensorRT towers take in the python layout.
 ENGINE_MODELS = {"image_engine": IMAGE_TOWER_FILE, "text_engine": TEXT_TOWER_FILE}
 PLAN_FILES = {IMAGE_TOWER_FILE: "image_tower.plan", TEXT_TOWER_FILE: "text_tower.plan"}
@@ -72,6 +87,9 @@ MODEL_INFO_FILES = (
     "spiece.model", "tokenizer.json",
 )
 MODEL_INFO_DIR = "clip"
+# Files of an audio model directory that its decoding and tokenizing read.
+AUDIO_INFO_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "vocab.json", "merges.txt")
 
 
 def build_repository(settings: Settings, out: Path, *, build_engines: bool = True) -> Path:
@@ -122,7 +140,34 @@ def build_repository(settings: Settings, out: Path, *, build_engines: bool = Tru
         "image_input": "images",  # the exported graphs' input names (mmserve.models.export)
         "text_input": "token_ids",
         "gpu": engines.get("gpu", "no GPU: configs only, no engine built"),
+        "media_batch_size": settings.media_batch_size,
+        "media_queue_size": 4 * settings.media_batch_size,
+        "video_frames_per_second": settings.video_frames_per_second,
+        "video_max_frames": settings.video_max_frames,
+        "video_scene_threshold": "" if settings.video_scene_threshold is None else settings.video_scene_threshold,
+        "max_video_bytes": settings.max_video_bytes,
+        "max_video_seconds": settings.max_video_seconds,
+        "max_video_pixels": settings.max_video_pixels,
+        "max_video_frames": settings.max_video_frames,
     }
+    audio = _audio(settings, layout_name)
+    if audio is not None:
+        audio_info, audio_export = audio
+        values |= {
+            "audio_space": audio_info.space,
+            "audio_family": audio_info.family,
+            "audio_embedding_dim": audio_info.embedding_dim,
+            "audio_sample_rate": audio_info.features.sample_rate,
+            "audio_window_seconds": audio_info.features.window_seconds,
+            "audio_tower_batch_size": min(settings.max_batch_size, 16),
+            "audio_context_length": audio_info.context_length,
+            "audio_logit_scale": repr(audio_info.logit_scale),
+            "max_audio_bytes": settings.max_audio_bytes,
+            "max_audio_seconds": settings.max_audio_seconds,
+        }
+        if audio_info.embedding_dim != info.embedding_dim and audio_info.space == "main":
+            raise ValueError(f"{audio_info.path}: a tower bound to the main space must give {info.embedding_dim}-"
+                             f"dimensional vectors, not {audio_info.embedding_dim}")
     out.mkdir(parents=True, exist_ok=True)
     for name, (template, module, tower_file) in layout.items():
         model_dir = out / name
@@ -142,7 +187,43 @@ def build_repository(settings: Settings, out: Path, *, build_engines: bool = Tru
             _link_or_copy(onnx_dir / tower_file, model_dir / "1" / tower_file)
             if settings.runtime == "cuda":  # the CUDA runtime finds the model directory through the manifest
                 _link_or_copy(onnx_dir / MANIFEST_FILE, model_dir / "1" / MANIFEST_FILE)
+    for name in AUDIO_MODELS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    if audio is not None:
+        audio_info, audio_export = audio
+        for name, (template, module, files) in AUDIO_MODELS.items():
+            if name == "embed_audio_text" and not audio_info.has_text_tower:
+                continue
+            version = out / name / "1"
+            version.mkdir(parents=True)
+            (out / name / "config.pbtxt").write_text(_render(template, values))
+            (version / "model.py").write_text(_render("model.py.in", {"module": module}))
+            _copy_model_info(audio_info.path, version / AUDIO_INFO_DIR, AUDIO_INFO_FILES)
+            for file in files:
+                _link_or_copy(audio_export / file, version / file)
     return out
+
+
+def _audio(settings: Settings, layout_name: str) -> tuple[Any, Path] | None:
+    """The audio model and its export directory (exported now if needed), or None without one. Audio towers
+    run on the CPU runtimes only: with another runtime an explicit audio model is an error, the bundled one
+    is left out."""
+    audio_dir = settings.audio_dir()
+    if audio_dir is None:
+        return None
+    if layout_name != "python" or settings.runtime not in AUDIO_RUNTIMES:
+        if settings.audio_model_dir is not None:
+            raise ValueError(f"audio towers run on {' or '.join(AUDIO_RUNTIMES)} (this build: {settings.runtime}, "
+                             f"target {settings.target}); leave audio_model_dir unset or build for a CPU runtime")
+        return None
+    from mmserve.models.audio_info import AudioModelInfo
+    from mmserve.models.clap import audio_is_current, export_audio
+
+    info = AudioModelInfo.from_dir(audio_dir)
+    export = settings.audio_export_dir(audio_dir)
+    if not audio_is_current(audio_dir, export):
+        export_audio(audio_dir, export)
+    return info, export
 
 
 def _layout_name(settings: Settings) -> str:
@@ -198,9 +279,9 @@ def _render(template: str, values: dict[str, object]) -> str:
     return string.Template(text).substitute(values)
 
 
-def _copy_model_info(model_dir: Path, target: Path) -> None:
+def _copy_model_info(model_dir: Path, target: Path, names: tuple[str, ...] = MODEL_INFO_FILES) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    for name in MODEL_INFO_FILES:
+    for name in names:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, target / name)
 

@@ -40,6 +40,9 @@ class ModelArgs:
         return int(self.config["max_batch_size"])
 
 
+AUDIO_INFO_DIR = "audio"  # an audio model's feature config (and tokenizer files), beside its tower
+
+
 def load_modality(model: ModelArgs) -> Modality:
     """The modality a model's `modality` parameter names, set up from its parameters and model files."""
     kind = model.parameter("modality")
@@ -57,6 +60,25 @@ def load_modality(model: ModelArgs) -> Modality:
         from mmserve.modalities.text import TextModality
 
         return TextModality.from_model_dir(clip_dir, model.int_parameter("max_text_bytes", 64 << 10))
+    if kind == "video":
+        from mmserve.modalities.video import VideoDecoder, VideoLimits, VideoModality, VideoSampling
+        from mmserve.models.info import ModelInfo
+
+        threshold = model.parameter("scene_threshold", "")
+        sampling = VideoSampling(frames_per_second=float(model.parameter("video_frames_per_second")),
+                                 max_frames=model.int_parameter("video_max_frames"),
+                                 scene_threshold=float(threshold) if threshold else None)
+        limits = VideoLimits(max_encoded_bytes=model.int_parameter("max_video_bytes"),
+                             max_seconds=float(model.parameter("max_video_seconds")),
+                             max_pixels=model.int_parameter("max_video_pixels"),
+                             max_decoded_frames=model.int_parameter("max_video_frames"))
+        return VideoModality(VideoDecoder(ModelInfo.from_dir(clip_dir), sampling=sampling, limits=limits,
+                                          threads=model.int_parameter("decode_threads", 0) or 2))
+    if kind == "audio":
+        from mmserve.modalities.audio import AudioModality
+
+        return AudioModality.from_model_dir(model.version_dir / AUDIO_INFO_DIR, max_encoded_bytes=model.int_parameter(
+            "max_audio_bytes"), max_seconds=float(model.parameter("max_audio_seconds")))
     raise ValueError(f"unknown modality {kind!r}")
 
 
