@@ -34,8 +34,9 @@ from mmserve.runtimes import TowerRuntime, load_tower
 
 @runtime_checkable
 class Embedder(Protocol):
-    def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """L2-normalised float32 `[N, D]`, one row per text."""
+    def embed_texts(self, texts: Sequence[str], *, modality: str | None = None, progress: bool = False) -> np.ndarray:
+        """L2-normalised float32 `[N, D]`, one row per text (`modality`: queries for items of that modality,
+        through the text tower of its space; embedders of one space may ignore it)."""
 
     def embed_images(self, images: Sequence[ImageInput], *, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 `[N, D]` for paths, encoded bytes, PIL images or uint8 arrays."""
@@ -131,7 +132,7 @@ class LocalEmbedder:
         for start in range(0, len(encoded), 8):
             rows, errors = modality.decode(encoded[start : start + 8])
             if errors:
-                shifted = [dataclasses.replace(e, index=e.index + start) for e in errors]
+                shifted = [dataclasses.replace(e, index=None if e.index is None else e.index + start) for e in errors]
                 raise InvalidInputError.for_items(modality.kind, shifted, items)
             batch = modality.batch([rows])
             size = self.settings.batch_size
@@ -160,8 +161,9 @@ class LocalAudio:
     """The audio model's towers in this process (exported first: `mmserve export` exports it too)."""
 
     def __init__(self, settings: Settings) -> None:
-        from mmserve.modalities.audio import AudioModality
-        from mmserve.models.audio_info import AUDIO_TEXT_TOWER_FILE, AUDIO_TOWER_FILE, AudioModelInfo
+        from mmserve.modalities.audio import AudioLimits, AudioModality
+        from mmserve.modalities.text import audio_text_modality
+        from mmserve.models.audio_info import AUDIO_TEXT_TOWER_FILE, AUDIO_TOWER_FILE, AudioModelInfo, audio_is_current
 
         audio_dir = settings.audio_dir()
         if audio_dir is None:
@@ -171,8 +173,8 @@ class LocalAudio:
             raise FileNotFoundError(f"no ONNX export of {audio_dir} in {export}: run `mmserve export` first")
         self.info = AudioModelInfo.from_dir(audio_dir)
         self.space = self.info.space
-        self.modality = AudioModality.from_model_dir(audio_dir, max_encoded_bytes=settings.max_audio_bytes,
-                                                     max_seconds=settings.max_audio_seconds)
+        self.modality = AudioModality(self.info.features, limits=AudioLimits(
+            max_encoded_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds))
         self.tower = load_tower(export / AUDIO_TOWER_FILE, settings.runtime, settings.threads, settings.precision)
         if self.info.has_text_tower:
             self.texts = audio_text_modality(self.info, settings.max_text_bytes)

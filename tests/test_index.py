@@ -225,3 +225,71 @@ def test_a_save_after_a_writer_died_between_rename_and_commit_succeeds(tmp_path)
         index.save()
     with Index.open(path, view=True) as index:
         assert len(index) == 5 and (path / "CURRENT").read_text().strip() == orphan.name
+
+
+def test_modalities_and_spaces_share_one_index(tmp_path):
+    """Images, video moments and sounds of two spaces in one index: filters by modality, never across spaces."""
+    from mmserve.index import SpaceMismatchError
+
+    vectors = unit_rows(40, seed=11)
+    with Index.create(tmp_path / "index", DIM) as index:
+        index.add(vectors[:10], [ItemMetadata(uri=f"image{i}") for i in range(10)])
+        index.add(vectors[10:20], [ItemMetadata(uri="clip.mp4", content_hash="v", modality="video", start=i, end=i + 1)
+                                   for i in range(10)])
+        index.add(vectors[20:30], [ItemMetadata(uri=f"bark{i}.wav", modality="audio", space="clap")
+                                   for i in range(10)])
+        index.add(vectors[30:], [ItemMetadata(uri=f"tone{i}.wav", modality="audio") for i in range(10)])
+        index.save()
+    with Index.open(tmp_path / "index", view=True) as index:
+        assert index.modality_counts() == {("image", "main"): 10, ("video", "main"): 10, ("audio", "clap"): 10,
+                                           ("audio", "main"): 10}
+        main = {hit.key for hit in index.search(vectors[25], 40)}
+        assert main == set(range(10)) | set(range(10, 20)) | set(range(30, 40))  # CLAP items never compared
+        clap = index.search(vectors[25], 5, space="clap")
+        assert clap[0].key == 25 and {hit.record.space for hit in clap} == {"clap"}
+        moment = index.search(vectors[13], 1, modality="video")[0]
+        assert (moment.key, moment.record.start, moment.record.end, moment.record.modality) == (13, 3.0, 4.0, "video")
+        assert {h.record.modality for h in index.search(vectors[33], 10, modality="audio")} == {"audio"}
+        assert all(h.record.space == "main" for h in index.search(vectors[33], 10, modality="audio"))
+        with pytest.raises(SpaceMismatchError, match="'clap' space but the image items are in the 'main' space"):
+            index.search(vectors[0], 3, modality="image", space="clap")
+        with pytest.raises(ValueError, match="modality must be one of"):
+            index.search(vectors[0], 3, modality="smell")
+
+
+def test_a_query_space_with_no_items_is_refused(tmp_path):
+    from mmserve.index import SpaceMismatchError
+
+    with Index.create(tmp_path / "index", DIM) as index:
+        index.add(unit_rows(5, seed=2), [ItemMetadata(modality="audio", space="clap") for _ in range(5)])
+        with pytest.raises(SpaceMismatchError, match="embed_texts"):
+            index.search(unit_rows(1, seed=3)[0], 3)
+        assert len(index.search(unit_rows(1, seed=3)[0], 3, space="clap")) == 3
+
+
+def test_segment_times_are_validated():
+    with pytest.raises(ValueError, match="both a start and an end"):
+        ItemMetadata(start=1.0)
+    with pytest.raises(ValueError, match="ends"):
+        ItemMetadata(start=2.0, end=1.0)
+
+
+def test_indices_written_before_modalities_open_as_images(tmp_path):
+    """An index whose metadata predates the modality columns reads as images of the main space."""
+    import sqlite3
+
+    path = tmp_path / "index"
+    with Index.create(path, DIM) as index:
+        index.add(unit_rows(3, seed=4), [ItemMetadata(uri=f"old{i}.jpg") for i in range(3)])
+        index.save()
+    generation = next(path.glob("gen-*"))
+    db = sqlite3.connect(generation / "metadata.sqlite")
+    with db:
+        db.executescript("""
+            CREATE TABLE old AS SELECT key, uri, content_hash, caption, created, updated FROM items;
+            DROP TABLE items; ALTER TABLE old RENAME TO items;""")
+    db.close()
+    for view in (True, False):
+        with Index.open(path, view=view) as index:
+            assert [index.get(k).modality for k in range(3)] == ["image"] * 3
+            assert index.modality_counts() == {("image", "main"): 3}

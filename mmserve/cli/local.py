@@ -15,13 +15,14 @@ from mmserve.config import Settings
 
 
 @app.command()
-@config_options("model_dir", "cache_dir")
+@config_options("model_dir", "cache_dir", "audio_model_dir")
 def export(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: the cache).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export even when a current export exists.")] = False,
     *, settings: Settings,
 ) -> None:
-    """Export both towers to ONNX (needs the train extra: torch, transformers)."""
+    """Export the towers to ONNX (needs the train extra: torch, transformers): the image and text towers, and
+    the audio model's (the bundled one, or --audio-model-dir) into the cache."""
     import importlib.util
 
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
@@ -33,6 +34,14 @@ def export(
     t = time.perf_counter()
     export_towers(settings.model_dir, target, force=force)
     out.print(f"towers of {settings.model_dir} in {target} ({time.perf_counter() - t:.1f} s)")
+    audio_dir = settings.audio_dir()
+    if audio_dir is not None:
+        from mmserve.models.clap import export_audio
+
+        t = time.perf_counter()
+        audio_target = settings.audio_export_dir(audio_dir)
+        export_audio(audio_dir, audio_target, force=force)
+        out.print(f"audio towers of {audio_dir} in {audio_target} ({time.perf_counter() - t:.1f} s)")
 
 
 @app.command()

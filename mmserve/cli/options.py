@@ -40,8 +40,10 @@ DEFAULTS = {
     "max_in_flight": "1.5 batches",
 }
 
-MODEL = ("model_dir", "cache_dir", "runtime", "threads")
-BUILD = (*BuildOptions.model_fields, "precision", "exact_preprocessing")
+MODEL = ("model_dir", "cache_dir", "runtime", "threads", "audio_model_dir")
+MEDIA = ("video_frames_per_second", "video_max_frames", "video_scene_threshold", "max_video_bytes",
+         "max_video_seconds", "max_video_pixels", "max_video_frames", "max_audio_bytes", "max_audio_seconds")
+BUILD = (*BuildOptions.model_fields, "precision", "exact_preprocessing", *MEDIA)
 SERVE = ("host", "http_port", "grpc_port", "metrics_port", "api_keys", "api_key_file", "tls_cert", "tls_key",
          "tls_client_ca", "admin_key", "max_request_bytes", "max_in_flight", "hang_timeout_s", "log_verbose",
          "start_timeout_s")

@@ -114,7 +114,7 @@ def classify(
 
 
 @app.command()
-@config_options("index", *MODEL[:3])
+@config_options("index", *MODEL[:3], "audio_model_dir")
 def info(*, settings: Settings) -> None:
     """Model facts, runtime, CPU features, and the index (size, dimensions, storage) if there is one."""
     from mmserve.cpu import cpu_features, resample_kernel

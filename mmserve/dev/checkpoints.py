@@ -294,3 +294,71 @@ def open_clip_model(directory: str | Path):
         state = torch.load(str(Path(directory) / "open_clip_pytorch_model.bin"), weights_only=True)
     model.load_state_dict(state)
     return model.eval()
+
+
+TINY_CLAP_AUDIO = {"patch_embeds_hidden_size": 16, "depths": [1, 1, 1, 1], "num_attention_heads": [1, 2, 2, 4],
+                   "hidden_size": 128}  # hidden_size: the last stage's width, 16 * 2**3
+TINY_CLAP_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+
+
+def write_random_clap(directory: str | Path, *, seed: int = 0, **config: Any) -> Path:
+    """An unfused `ClapModel` directory (HTSAT audio tower, RoBERTa text tower) with random weights, as
+    laion/clap-htsat-unfused ships it: config and weights, a ClapFeatureExtractor `preprocessor_config.json` at
+    CLAP's defaults (48 kHz, 10 s windows, 1001 x 64 features), and a RoBERTa byte-level BPE tokenizer
+    (`tokenizer.json`, `vocab.json`, `merges.txt`, trained here on the mixed corpus).
+
+    The towers are tiny (one Swin block per stage at width 16, two text layers at width 64) at the real input
+    size, so export and a forward pass take seconds. `audio_config` and `text_config` (dicts) update the tiny
+    towers; other keywords go to ClapConfig (`projection_dim`, ...)."""
+    import math
+
+    import torch
+    from transformers import ClapConfig, ClapModel
+
+    from mmserve.modalities.audio import AudioFeatureConfig
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_size = _write_roberta_tokenizer(directory)
+    audio = {**TINY_CLAP_AUDIO, **config.pop("audio_config", {})}
+    text = {**TINY_CLAP_TEXT, "vocab_size": vocab_size, **config.pop("text_config", {})}
+    torch.manual_seed(seed)
+    model = ClapModel(ClapConfig(audio_config=audio, text_config=text, **{"projection_dim": 48, **config}))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # a trained model's scales, statistics and biases, not the initial constants
+        model.logit_scale_a.fill_(math.log(1 / 0.07) + 0.1 * seed + 0.2)
+        model.logit_scale_t.fill_(math.log(1 / 0.07) + 0.1 * seed - 0.2)
+        norm = model.audio_model.audio_encoder.batch_norm
+        norm.running_mean.copy_(-40.0 + 5.0 * torch.randn(norm.running_mean.shape, generator=generator))
+        norm.running_var.copy_(300.0 * (1.0 + torch.rand(norm.running_var.shape, generator=generator)))
+        for name, parameter in model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                parameter.copy_(0.02 * torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(str(directory))
+    AudioFeatureConfig().to_preprocessor_config(directory)
+    return directory
+
+
+def _write_roberta_tokenizer(directory: Path, vocab_size: int = 1000) -> int:
+    """RoBERTa's layout (<s> 0, <pad> 1, </s> 2, <unk> 3, <mask> 4; byte-level BPE; `<s> ... </s>`), as CLAP's
+    text tower takes it: `tokenizer.json`, `vocab.json` + `merges.txt` and a RobertaTokenizer config."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(_training_texts(), trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                            add_prefix_space=False)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    tokenizer.model.save(str(directory))  # vocab.json, merges.txt
+    special = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+               "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
+    config = {"tokenizer_class": "RobertaTokenizer", "model_max_length": 512, "add_prefix_space": False,
+              "errors": "replace", "trim_offsets": True, **special}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+    return int(tokenizer.get_vocab_size())

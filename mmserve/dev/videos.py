@@ -27,10 +27,13 @@ def encode_video(frames: Iterable[np.ndarray], *, fps: float = 10, container: st
     default_codec, pixel_format = CODECS[container]
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container) as output:
-        stream = None
+        stream: av.VideoStream | None = None
         for frame in frames:
             if stream is None:
-                stream = output.add_stream(codec or default_codec, rate=_rate(fps))
+                added = output.add_stream(codec or default_codec, rate=_rate(fps))
+                if not isinstance(added, av.VideoStream):
+                    raise TypeError(f"{codec or default_codec} is not a video codec")
+                stream = added
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = pixel_format
                 if (codec or default_codec) == "libvpx-vp9":

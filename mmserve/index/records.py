@@ -66,10 +66,12 @@ def check_query_space(space: str, modality: str | None, counts: dict[tuple[str, 
     wanted = {key: n for key, n in counts.items() if n and (modality is None or key[0] == modality)}
     present = {s for _, s in wanted}
     if wanted and space not in present:
+        hint = ("a text through the image-text model's text tower (embed_texts without modality), or an image"
+                if MAIN_SPACE in present else
+                "a text through the audio model's own text tower: embed_texts(..., modality=\"audio\")")
         raise SpaceMismatchError(
             f"the query vector is in the {space!r} space but the {modality or 'indexed'} items are in "
-            f"{_describe(wanted)}: embed the query with that space's tower (for CLAP sounds, a text through "
-            "the CLAP text tower: embed_texts(..., modality=\"audio\"))")
+            f"{_describe(wanted)}; their similarities would mean nothing: query with {hint}")
     return None if present <= {space} else space
 
 

@@ -178,6 +178,25 @@ def encode_texts(texts: Sequence[str]) -> list[bytes]:
     return [t.encode("utf-8") for t in texts]
 
 
+# CLAP's text tower reads at most this many tokens: LAION-CLAP trained it on captions tokenized with
+# max_length 77 (RoBERTa's 512 positions are never used in training).
+CLAP_CONTEXT_LENGTH = 77
+
+
+def audio_text_modality(info, max_text_bytes: int = 64 << 10) -> TextModality:
+    """Texts for a CLAP checkpoint's own text tower (`info`: its `AudioModelInfo`): its `tokenizer.json`
+    (RoBERTa's byte-level BPE with <s> ... </s>), padded with its pad id, trimmed per batch (the tower
+    masks padding, so the length a batch is cut to does not change a vector)."""
+    from tokenizers import Tokenizer
+
+    from mmserve.modalities.tokenizers import JsonTokenizer
+
+    eos = Tokenizer.from_file(str(info.tokenizer_file)).token_to_id("</s>")
+    tokenizer = JsonTokenizer(info.tokenizer_file, min(info.context_length, CLAP_CONTEXT_LENGTH), info.pad_token_id,
+                              2 if eos is None else eos)
+    return TextModality(tokenizer, info.vocab_size, max_text_bytes, trim=True)
+
+
 def length_buckets(context_length: int, step: int = 4) -> list[int]:
     """Sequence lengths the text tower runs at: 8, 12, 16, ... (every `step`) and the context length.
 

@@ -34,6 +34,7 @@ from mmserve import _C
 from mmserve.errors import ErrorCode, ItemError
 from mmserve.modalities import Rows
 from mmserve.modalities.image import ImageGeometry
+from mmserve.models.info import ModelInfo
 
 # Demuxers FFmpeg may pick for an upload: the usual video containers, never playlists or concat lists
 # (those open further URLs).
@@ -93,7 +94,7 @@ class DecodedVideo:
 class VideoDecoder:
     """Encoded videos to the image tower's uint8 frames, one per segment."""
 
-    def __init__(self, geometry: ImageGeometry, *, sampling: VideoSampling = VideoSampling(),
+    def __init__(self, geometry: ImageGeometry | ModelInfo, *, sampling: VideoSampling = VideoSampling(),
                  limits: VideoLimits = VideoLimits(), threads: int = 2) -> None:
         self.geometry = geometry
         self.sampling = sampling

@@ -26,6 +26,7 @@ version directories.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import string
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from mmserve.config import BuildOptions, Settings
+from mmserve.modalities.text import CLAP_CONTEXT_LENGTH
+from mmserve.models.audio_info import AUDIO_MANIFEST_FILE, AUDIO_TEXT_TOWER_FILE, AUDIO_TOWER_FILE, AudioModelInfo
 from mmserve.models.export import (
     IMAGE_TOWER_FILE,
     MANIFEST_FILE,
@@ -72,9 +75,9 @@ LAYOUTS: dict[str, dict[str, tuple[str, str | None, str | None]]] = {
 }
 # The audio models (python layout, CPU runtimes), their template, module and the files of the audio export.
 AUDIO_MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "embed_audio": ("python/embed_audio.pbtxt", "mmserve.serving.triton.models.segments", ("audio_tower.onnx",)),
+    "embed_audio": ("python/embed_audio.pbtxt", "mmserve.serving.triton.models.segments", (AUDIO_TOWER_FILE,)),
     "embed_audio_text": ("python/embed_audio_text.pbtxt", "mmserve.serving.triton.models.encoder",
-                         ("audio_text_tower.onnx",)),
+                         (AUDIO_TEXT_TOWER_FILE,)),
 }
 AUDIO_RUNTIMES = ("openvino", "onnxruntime")
 # The engine of each tower in the ngc layout, and the file TensorRT towers take in the python layout.
@@ -160,8 +163,8 @@ def build_repository(settings: Settings, out: Path, *, build_engines: bool = Tru
             "audio_sample_rate": audio_info.features.sample_rate,
             "audio_window_seconds": audio_info.features.window_seconds,
             "audio_tower_batch_size": min(settings.max_batch_size, 16),
-            "audio_context_length": audio_info.context_length,
-            "audio_logit_scale": repr(audio_info.logit_scale),
+            "audio_context_length": min(audio_info.context_length or 0, CLAP_CONTEXT_LENGTH),
+            "audio_logit_scale": repr(_audio_logit_scale(audio_export)),
             "max_audio_bytes": settings.max_audio_bytes,
             "max_audio_seconds": settings.max_audio_seconds,
         }
@@ -204,7 +207,7 @@ def build_repository(settings: Settings, out: Path, *, build_engines: bool = Tru
     return out
 
 
-def _audio(settings: Settings, layout_name: str) -> tuple[Any, Path] | None:
+def _audio(settings: Settings, layout_name: str) -> tuple[AudioModelInfo, Path] | None:
     """The audio model and its export directory (exported now if needed), or None without one. Audio towers
     run on the CPU runtimes only: with another runtime an explicit audio model is an error, the bundled one
     is left out."""
@@ -216,14 +219,20 @@ def _audio(settings: Settings, layout_name: str) -> tuple[Any, Path] | None:
             raise ValueError(f"audio towers run on {' or '.join(AUDIO_RUNTIMES)} (this build: {settings.runtime}, "
                              f"target {settings.target}); leave audio_model_dir unset or build for a CPU runtime")
         return None
-    from mmserve.models.audio_info import AudioModelInfo
-    from mmserve.models.clap import audio_is_current, export_audio
+    from mmserve.models.audio_info import audio_is_current
 
     info = AudioModelInfo.from_dir(audio_dir)
     export = settings.audio_export_dir(audio_dir)
     if not audio_is_current(audio_dir, export):
+        from mmserve.models.clap import export_audio
+
         export_audio(audio_dir, export)
     return info, export
+
+
+def _audio_logit_scale(export: Path) -> float:
+    scoring = json.loads((export / AUDIO_MANIFEST_FILE).read_text()).get("scoring") or {}
+    return float(scoring.get("logit_scale", 100.0))
 
 
 def _layout_name(settings: Settings) -> str:

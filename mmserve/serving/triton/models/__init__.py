@@ -68,17 +68,25 @@ def load_modality(model: ModelArgs) -> Modality:
         sampling = VideoSampling(frames_per_second=float(model.parameter("video_frames_per_second")),
                                  max_frames=model.int_parameter("video_max_frames"),
                                  scene_threshold=float(threshold) if threshold else None)
-        limits = VideoLimits(max_encoded_bytes=model.int_parameter("max_video_bytes"),
-                             max_seconds=float(model.parameter("max_video_seconds")),
-                             max_pixels=model.int_parameter("max_video_pixels"),
-                             max_decoded_frames=model.int_parameter("max_video_frames"))
-        return VideoModality(VideoDecoder(ModelInfo.from_dir(clip_dir), sampling=sampling, limits=limits,
+        video_limits = VideoLimits(max_encoded_bytes=model.int_parameter("max_video_bytes"),
+                                   max_seconds=float(model.parameter("max_video_seconds")),
+                                   max_pixels=model.int_parameter("max_video_pixels"),
+                                   max_decoded_frames=model.int_parameter("max_video_frames"))
+        return VideoModality(VideoDecoder(ModelInfo.from_dir(clip_dir), sampling=sampling, limits=video_limits,
                                           threads=model.int_parameter("decode_threads", 0) or 2))
     if kind == "audio":
-        from mmserve.modalities.audio import AudioModality
+        from mmserve.modalities.audio import AudioFeatureConfig, AudioLimits, AudioModality
 
-        return AudioModality.from_model_dir(model.version_dir / AUDIO_INFO_DIR, max_encoded_bytes=model.int_parameter(
-            "max_audio_bytes"), max_seconds=float(model.parameter("max_audio_seconds")))
+        audio_limits = AudioLimits(max_encoded_bytes=model.int_parameter("max_audio_bytes"),
+                                   max_seconds=float(model.parameter("max_audio_seconds")))
+        return AudioModality(AudioFeatureConfig.from_preprocessor_config(model.version_dir / AUDIO_INFO_DIR),
+                             limits=audio_limits, threads=model.int_parameter("decode_threads", 0))
+    if kind == "audio_text":
+        from mmserve.modalities.text import audio_text_modality
+        from mmserve.models.audio_info import AudioModelInfo
+
+        return audio_text_modality(AudioModelInfo.from_dir(model.version_dir / AUDIO_INFO_DIR),
+                                   model.int_parameter("max_text_bytes", 64 << 10))
     raise ValueError(f"unknown modality {kind!r}")
 
 
