@@ -86,18 +86,8 @@ class Search:
                       per_source: bool = True) -> list[Hit]:
         """The `k` best items for a query vector of `space`; with `per_source`, each source (a video's moments)
         once, at its best."""
-        index = self._index()
-        if not per_source or not any(m == "video" and n for (m, _), n in index.modality_counts().items()):
-            return index.search(vector, k, tags=tags, modality=modality, space=space)
-        fetch = k * 4
-        while True:
-            hits = index.search(vector, fetch, tags=tags, modality=modality, space=space)
-            best: dict[str, Hit] = {}
-            for hit in hits:
-                best.setdefault(hit.record.content_hash or hit.record.uri or str(hit.key), hit)
-            if len(best) >= k or len(hits) < fetch:
-                return list(best.values())[:k]
-            fetch *= 4
+        return search_index(self._index(), vector, k, space=space, tags=tags, modality=modality,
+                            per_source=per_source)
 
     def _space(self, modality: str | None) -> str:
         space_of = getattr(self.client, "space_of", None)
@@ -133,6 +123,24 @@ class Search:
         if self.index is None:
             raise ValueError("this Search has no index: pass one to search the collection")
         return self.index
+
+
+def search_index(index: IndexBackend, vector: np.ndarray, k: int = 10, *, space: str = MAIN_SPACE,
+                 tags: Sequence[str] | None = None, modality: str | None = None, per_source: bool = True
+                 ) -> list[Hit]:
+    """`index.search`, and with `per_source` each video once, at its best moment (more candidates are fetched
+    until `k` distinct sources are found or the index has no more)."""
+    if not per_source or not any(m == "video" and n for (m, _), n in index.modality_counts().items()):
+        return index.search(vector, k, tags=tags, modality=modality, space=space)
+    fetch = k * 4
+    while True:
+        hits = index.search(vector, fetch, tags=tags, modality=modality, space=space)
+        best: dict[str, Hit] = {}
+        for hit in hits:
+            best.setdefault(hit.record.content_hash or hit.record.uri or str(hit.key), hit)
+        if len(best) >= k or len(hits) < fetch:
+            return list(best.values())[:k]
+        fetch *= 4
 
 
 # -- folder indexing --------------------------------------------------------------------------------------

@@ -281,3 +281,51 @@ def test_a_server_that_is_down_is_a_503_in_openai_shape(tmp_path):
         status, body, headers = running.request("POST", "/v1/embeddings", {"model": "mmserve", "input": "x"}, key=None)
         assert status == 503 and body["error"]["code"] == "unavailable" and body["error"]["type"] == "server_error"
         assert running.request("GET", "/health", key=None)[0] == 503
+
+
+def test_video_moments_through_the_api(server, tmp_path):
+    """Videos added over the API become moments; a text finds the moment; OpenAI's client embeds a video URI;
+    the page's media route serves the file."""
+    from openai import OpenAI
+
+    from mmserve.api import ApiSettings
+    from mmserve.dev import synthetic
+    from mmserve.dev.videos import scene_video
+
+    scenes = [synthetic.scene_with([synthetic.SceneObject(color, shape, "large", "center")], "white", seed)
+              for seed, (color, shape) in enumerate([("red", "circle"), ("blue", "square"), ("green", "triangle")])]
+    video = scene_video(scenes, seconds_per_scene=2.0)
+    path = tmp_path / "scenes.mp4"
+    path.write_bytes(video)
+    settings = ApiSettings(server=server.grpc_url, indexes={"media": tmp_path / "media.index"}, api_keys=(KEY,),
+                           image_roots=(tmp_path,))
+    with RunningApi(settings) as api:
+        encoded = base64.b64encode(video).decode()
+        status, added, _ = api.request("POST", "/v1/indexes/media/items",
+                                       {"items": [{"video": encoded, "uri": str(path), "tags": ["clips"]}]})
+        assert status == 200 and len(added["keys"]) == 6 and added["size"] == 6, added
+        status, found, _ = api.request("POST", "/v1/search", {"query": "a large blue square", "k": 3,
+                                                              "modality": "video"})
+        assert status == 200 and len(found["data"]) == 1, found  # one video, at its best moment
+        best = found["data"][0]
+        assert best["modality"] == "video" and best["uri"] == str(path) and 2.0 <= best["start"] < 4.0, best
+        status, moments, _ = api.request("POST", "/v1/search", {"query": "a large blue square", "k": 3,
+                                                                "per_source": False})
+        assert status == 200 and len(moments["data"]) == 3 and moments["data"][0]["start"] == best["start"]
+        status, body, headers = api.request("GET", f"/v1/indexes/media/items/{best['key']}/media")
+        assert status == 200 and body == video and headers["content-type"] == "video/mp4"
+        status, refused, _ = api.request("POST", "/v1/indexes/media/items",
+                                         {"items": [{"video": base64.b64encode(b"\x1a\x45\xdf\xa3junk").decode()}]})
+        assert status == 400 and refused["error"]["param"] == "items[0].video", refused
+        status, both, _ = api.request("POST", "/v1/indexes/media/items", {"items": [{"video": encoded,
+                                                                                      "image": encoded}]})
+        assert status == 400
+
+        client = OpenAI(base_url=api.url + "/v1", api_key=KEY)
+        response = client.embeddings.create(model="mmserve", input=[
+            "data:video/mp4;base64," + encoded, "a large red circle"])
+        vectors = np.array([item.embedding for item in response.data], dtype=np.float32)
+    with mmserve.Client(server.grpc_url) as sdk:
+        pooled = sdk.embed_videos([video])[0].embedding
+        text = sdk.embed_texts(["a large red circle"])[0]
+    assert cosines(vectors, np.stack([pooled, text])).min() > 0.9999

@@ -4,7 +4,8 @@
 
 Routes (README, HTTP API): `POST /v1/embeddings` (OpenAI's schema), `POST /v1/search`, `POST /v1/classify`,
 `POST /v1/rank`, `GET /v1/indexes`, `POST /v1/indexes/{name}/items`, `DELETE /v1/indexes/{name}/items/{key}`,
-`GET /v1/indexes/{name}/items/{key}/image` (thumbnails, only from allowed roots), `GET /v1/models`,
+`GET /v1/indexes/{name}/items/{key}/image` or `/media` (the source file: a thumbnail, a video, a sound;
+only from allowed roots), `GET /v1/models`,
 `GET /health`, `GET /metrics` (Prometheus), `GET /openapi.json`, and the search page at `/`.
 
 Errors come in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`): 400 for bad input (a refused
@@ -55,6 +56,7 @@ UPSTREAM_ERRORS: dict[type[Exception], tuple[int, str, str, str]] = {
     AuthenticationError: (502, "the embedding server refused this API's key", "server_error", "upstream_auth"),
 }
 DATA_URI = re.compile(r"data:image/(?:jpeg|jpg|png|webp|gif);base64,", re.IGNORECASE)
+MEDIA_URI = re.compile(r"data:(video|audio)/[\w.+-]+;base64,", re.IGNORECASE)
 IMAGE_URL = re.compile(r"https?://\S+", re.IGNORECASE)
 
 
@@ -115,12 +117,20 @@ class Collection:
             raise ApiError(404, f"index {self.name!r} is empty: add items first", code="index_empty")
         return self._view
 
-    async def search(self, vector: np.ndarray, k: int, tags: Sequence[str] | None):
+    async def search(self, vector: np.ndarray, k: int, tags: Sequence[str] | None, *, modality: str | None = None,
+                     space: str = "main", per_source: bool = True):
+        from mmserve.index import SpaceMismatchError
+        from mmserve.search import search_index
+
         view = self.view()
         if view.dim != len(vector):
             raise ApiError(400, f"index {self.name!r} holds {view.dim}-dimensional vectors, the query has "
                            f"{len(vector)}", param="vector")
-        return await asyncio.to_thread(view.search, vector, k, tags=tags)
+        try:
+            return await asyncio.to_thread(search_index, view, vector, k, tags=tags, modality=modality, space=space,
+                                           per_source=per_source)
+        except SpaceMismatchError as error:
+            raise ApiError(400, str(error), param="modality", code="space_mismatch") from None
 
     async def add(self, vectors: np.ndarray, metadata: list[dict]) -> list[int]:
         from mmserve.index import open_index
@@ -161,13 +171,16 @@ class Collection:
 # -- inputs --------------------------------------------------------------------------------------------------
 
 
-def decode_base64_image(value: str, param: str) -> bytes:
-    """An image sent as a data: URI or bare base64."""
-    match = DATA_URI.match(value)
+def decode_base64_image(value: str, param: str, kind: str = "image") -> bytes:
+    """An image (or, `kind`, a video or a sound) sent as a data: URI or bare base64."""
+    match = DATA_URI.match(value) if kind == "image" else MEDIA_URI.match(value)
+    if match and kind != "image" and match.group(1).lower() != kind:
+        match = None
     payload = value[match.end():] if match else value
     if not match and value.startswith("data:"):
-        raise ApiError(400, f"{param}: only data:image/jpeg or data:image/png base64 URIs are images",
-                       param=param, code="unsupported_format")
+        expected = ("data:image/jpeg or data:image/png" if kind == "image" else f"data:{kind}/...")
+        raise ApiError(400, f"{param}: only {expected} base64 URIs are {kind}s here", param=param,
+                       code="unsupported_format")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -358,8 +371,29 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def embed_images(images: list[bytes], params: list[str]):
         return embed("images", images, params)
 
-    def embed_texts(texts: list[str], params: list[str]):
-        return embed("texts", texts, params)
+    async def embed_texts(texts: list[str], params: list[str], modality: str | None = None) -> np.ndarray:
+        model = await summary()
+        if modality is None or model.spaces.get(modality, "main") == "main":
+            return await embed("texts", texts, params)
+        return await named(client().embed_texts(texts, modality=modality), params)
+
+    async def embed_media(kind: str, data: list[bytes], params: list[str]) -> np.ndarray:
+        """Videos or sounds: their pooled vectors (the models batch them; the SDK splits by size)."""
+        embedded = await named(client().embed_videos(data) if kind == "video" else client().embed_audio(data), params)
+        return np.stack([item.embedding for item in embedded])
+
+    async def embed_segmented(kind: str, data: bytes, param: str):
+        embedded = await named(client().embed_videos([data]) if kind == "video" else client().embed_audio([data]),
+                               [param])
+        return embedded[0]
+
+    async def named(call, params: list[str]):
+        """`call`'s result; a refused item named by its `params` entry."""
+        try:
+            return await call
+        except InvalidInputError as error:
+            error.param = params[error.index] if error.index is not None else None  # type: ignore[attr-defined]
+            raise
 
     def collection(name: str | None) -> Collection:
         if not collections:
@@ -407,11 +441,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
             raise ApiError(400, f"{len(items)} inputs exceed the limit of {settings.max_items} per request",
                            param="input", code="too_many_items")
         texts, images, text_at, image_at = [], [], [], []
+        media: dict[str, tuple[list[bytes], list[int]]] = {"video": ([], []), "audio": ([], [])}
         for i, item in enumerate(items):
             param = f"input[{i}]" if not isinstance(body.input, str) else "input"
             if DATA_URI.match(item):
                 images.append(decode_base64_image(item, param))
                 image_at.append(i)
+            elif (found := MEDIA_URI.match(item)) is not None:
+                kind = found.group(1).lower()
+                media[kind][0].append(decode_base64_image(item, param, kind))
+                media[kind][1].append(i)
             elif IMAGE_URL.fullmatch(item):
                 images.append(await asyncio.to_thread(fetch_image, item, settings, param))
                 image_at.append(i)
@@ -419,14 +458,24 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 texts.append(item)
                 text_at.append(i)
         names = [f"input[{i}]" if not isinstance(body.input, str) else "input" for i in range(len(items))]
-        jobs = []
+        jobs, parts = [], []
         if texts:
-            jobs.append(embed_texts(texts, [names[i] for i in text_at]))
+            jobs.append(embed_texts(texts, [names[i] for i in text_at], body.modality))
+            parts.append(text_at)
         if images:
             jobs.append(embed_images(images, [names[i] for i in image_at]))
+            parts.append(image_at)
+        for kind, (encoded, positions) in media.items():
+            if encoded:
+                jobs.append(embed_media(kind, encoded, [names[i] for i in positions]))
+                parts.append(positions)
         results = await asyncio.gather(*jobs)
-        vectors = np.zeros((len(items), model.embedding_dim), dtype=np.float32)
-        parts = ([text_at] if texts else []) + ([image_at] if images else [])
+        dims = {len(result[0]) for result in results}
+        if len(dims) > 1:
+            raise ApiError(400, "the inputs are embedded in spaces of different dimensions (a CLAP model's sounds "
+                           "beside images or texts): send them in separate requests", param="input",
+                           code="mixed_spaces")
+        vectors = np.zeros((len(items), dims.pop()), dtype=np.float32)
         for positions, result in zip(parts, results):
             vectors[positions] = result
         # Serialized directly (the response model documents the shape): validating and encoding 128-float lists
@@ -448,24 +497,38 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @app.post("/v1/search", response_model=schemas.SearchResponse, dependencies=guarded)
     async def search(body: schemas.SearchRequest) -> schemas.SearchResponse:
-        given = [name for name in ("query", "image", "vector") if getattr(body, name) is not None]
+        given = [name for name in ("query", "image", "video", "audio", "vector") if getattr(body, name) is not None]
         if len(given) != 1:
-            raise ApiError(400, "give exactly one of query (text), image (base64) or vector", code="invalid_query")
+            raise ApiError(400, "give exactly one of query (text), image, video or audio (base64) or vector",
+                           code="invalid_query")
         if body.k > settings.max_k:
             raise ApiError(400, f"k={body.k} exceeds the limit of {settings.max_k}", param="k", code="k_too_large")
         target = collection(body.index)
+        model = await summary()
+        space = body.space
         if body.query is not None:
-            vector = (await embed_texts([body.query], ["query"]))[0]
+            vector = (await embed_texts([body.query], ["query"], body.modality))[0]
+            space = model.spaces.get(body.modality or "text", "main")
         elif body.image is not None:
-            vector = (await embed_images([decode_base64_image(body.image, "image")], ["image"]))[0]
+            vector, space = (await embed_images([decode_base64_image(body.image, "image")], ["image"]))[0], "main"
+        elif body.video is not None:
+            vector = (await embed_segmented("video", decode_base64_image(body.video, "video", "video"), "video")
+                      ).embedding
+            space = "main"
+        elif body.audio is not None:
+            vector = (await embed_segmented("audio", decode_base64_image(body.audio, "audio", "audio"), "audio")
+                      ).embedding
+            space = model.spaces.get("audio", "main")
         else:
             vector = np.asarray(body.vector, dtype=np.float32)
             if not np.isfinite(vector).all():
                 raise ApiError(400, "vector has non-finite values", param="vector")
-        hits = await target.search(vector, body.k, body.tags)
+        hits = await target.search(vector, body.k, body.tags, modality=body.modality, space=space,
+                                   per_source=body.per_source)
         return schemas.SearchResponse(index=target.name, data=[
             schemas.SearchHit(key=h.key, score=h.score, uri=h.record.uri, caption=h.record.caption,
-                              tags=h.record.tags) for h in hits])
+                              tags=h.record.tags, modality=h.record.modality, space=h.record.space,
+                              start=h.record.start, end=h.record.end) for h in hits])
 
     async def pair_scores(image: str, texts: list[str]) -> tuple[np.ndarray, Any]:
         if len(texts) > settings.max_items:
@@ -507,11 +570,26 @@ def create_app(settings: ApiSettings) -> FastAPI:
                            code="too_many_items")
         from mmserve.search import content_hash
 
-        images = [decode_base64_image(item.image, f"items[{i}].image") for i, item in enumerate(body.items)]
-        vectors = await embed_images(images, [f"items[{i}].image" for i in range(len(images))])
-        metadata = [{"uri": item.uri, "caption": item.caption, "tags": item.tags, "content_hash": content_hash(data)}
-                    for item, data in zip(body.items, images)]
-        keys = await target.add(vectors, metadata)
+        model = await summary()
+        rows: list[tuple[np.ndarray, dict]] = []
+        for i, item in enumerate(body.items):
+            kind = item.modality
+            param = f"items[{i}].{kind}"
+            data = decode_base64_image(getattr(item, kind), param, kind)
+            common = {"uri": item.uri, "caption": item.caption, "tags": item.tags, "content_hash": content_hash(data),
+                      "modality": kind}
+            if kind == "image":
+                rows.append(((await embed_images([data], [param]))[0], common))
+                continue
+            embedded = await embed_segmented(kind, data, param)
+            if kind == "video":  # one item per moment
+                rows.extend((vector, {**common, "start": float(a), "end": float(b)})
+                            for vector, (a, b) in zip(embedded.segments, embedded.times))
+            else:
+                rows.append((embedded.embedding, {**common, "space": model.spaces.get("audio", "main"),
+                                                  "start": float(embedded.times[0, 0]),
+                                                  "end": float(embedded.times[-1, 1])}))
+        keys = await target.add(np.stack([vector for vector, _ in rows]), [meta for _, meta in rows])
         return schemas.AddItemsResponse(index=target.name, keys=keys, size=len(target))
 
     @app.delete("/v1/indexes/{name}/items/{key}", response_model=schemas.DeletedItem, dependencies=guarded)
@@ -522,6 +600,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return schemas.DeletedItem(index=name, key=key, deleted=True)
 
     @app.get("/v1/indexes/{name}/items/{key}/image", dependencies=guarded)
+    @app.get("/v1/indexes/{name}/items/{key}/media", dependencies=guarded)
     async def item_image(name: str, key: int):
         target = collection(name)
         try:

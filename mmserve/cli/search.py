@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -24,22 +24,31 @@ def connect(settings: Settings):
 @app.command("index")
 @config_options("index", *CLIENT, "batch_size")
 def index_command(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
-    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag every added image (repeatable).")] = None,
+    paths: Annotated[list[Path], typer.Argument(help="Image, video and sound files and folders (walked "
+                                                "recursively; by suffix: .jpg .png, .mp4 .webm .mov .mkv, .wav "
+                                                ".flac .ogg .opus .mp3).")],
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag every added file (repeatable).")] = None,
     storage: Annotated[str, typer.Option(help="Vector storage of a new index: f16 or i8.")] = "f16",
+    modality: Annotated[Optional[list[str]], typer.Option(
+        "--modality", help="Index only these: image, video, audio (repeatable; default: all three).")] = None,
     *, settings: Settings,
 ) -> None:
-    """Embed images through the server and add them to the index.
+    """Embed images, videos and sounds through the server and add them to the index.
 
-    Files already indexed (same content hash) are skipped, so a re-run is incremental and an interrupted run
-    resumes. Unreadable or refused files are listed at the end; they do not stop the run.
+    A video adds one item per sampled moment (with its start and end), a sound one item (in the audio
+    model's space). Files already indexed (same content hash) are skipped, so a re-run is incremental and an
+    interrupted run resumes. Unreadable or refused files are listed at the end; they do not stop the run.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from mmserve.index import open_index
-    from mmserve.search import find_images, index_files
+    from mmserve.search import SUFFIXES, find_media, index_files
 
-    files = find_images(paths)
+    kinds = modality or list(SUFFIXES)
+    unknown = sorted(set(kinds) - set(SUFFIXES))
+    if unknown:
+        raise typer.BadParameter(f"unknown modality {', '.join(unknown)}: image, video or audio", param_hint="--modality")
+    files = find_media(paths, kinds)
     with connect(settings) as client:
         summary = client.model_summary()
         store = open_index(settings.index, summary.embedding_dim, storage=storage,
@@ -54,8 +63,8 @@ def index_command(
                 store.save()
                 err.print(f"interrupted: {len(store)} images are indexed and saved; run again to resume")
                 raise
-    out.print(f"{report.added} added, {report.skipped} already indexed, {len(report.failed)} failed; "
-              f"{len(store)} images in {settings.index}")
+    out.print(f"{report.added} files added ({report.items} items), {report.skipped} already indexed, "
+              f"{len(report.failed)} failed; {len(store)} items in {settings.index}")
     for path, reason in report.failed:
         err.print(f"  failed: {path}: {reason}")
 
@@ -63,30 +72,63 @@ def index_command(
 @app.command()
 @config_options("index", *CLIENT)
 def search(
-    text: Annotated[Optional[str], typer.Argument(help="What to look for (text -> image).")] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one instead.")] = None,
+    text: Annotated[Optional[str], typer.Argument(help="What to look for (text -> images, video moments, "
+                                                  "sounds).")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Find items like this image instead.")] = None,
+    video: Annotated[Optional[Path], typer.Option("--video", help="Find items like this video instead.")] = None,
+    sound: Annotated[Optional[Path], typer.Option("--audio", help="Find items like this sound instead.")] = None,
+    modality: Annotated[Optional[str], typer.Option(
+        "--modality", help="Only items of this modality: image, video or audio (a CLAP model's sounds are "
+        "searched with its own text tower).")] = None,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 10,
-    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only images with this tag (repeatable).")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only items with this tag (repeatable).")] = None,
+    moments: Annotated[bool, typer.Option("--moments", help="Every matching video moment, not each video once "
+                                          "at its best.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
     *, settings: Settings,
 ) -> None:
-    """Search the index with a text or an image; best matches first."""
+    """Search the index with a text, an image, a video or a sound; best matches first (a video at its best
+    moment, with the moment's start and end)."""
     from mmserve.index import open_index
     from mmserve.search import Search
 
-    if (text is None) == (image is None):
-        raise typer.BadParameter("give a text or --image FILE (one of them)")
+    queries = {"text": text, "--image": image, "--video": video, "--audio": sound}
+    given = [name for name, value in queries.items() if value is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give one query: a text, --image FILE, --video FILE or --audio FILE")
+    options: dict[str, Any] = {"tags": tag, "modality": modality, "per_source": not moments}
     with open_index(settings.index, view=True) as store, connect(settings) as client:
         finder = Search(client, store)
-        hits = finder.search_text(text, k, tags=tag) if text is not None else finder.search_image(image, k, tags=tag)
+        try:
+            if text is not None:
+                hits = finder.search_text(text, k, **options)
+            elif image is not None:
+                hits = finder.search_image(image, k, **options)
+            elif video is not None:
+                hits = finder.search_video(video, k, **options)
+            else:
+                hits = finder.search_audio(sound, k, **options)
+        except ValueError as error:  # a modality without items in the query's space, an unknown modality
+            err.print(f"search refused: {error}")
+            raise typer.Exit(2) from None
     if as_json:
         print(json.dumps([{"key": h.key, "score": round(h.score, 6), "uri": h.record.uri,
+                           "modality": h.record.modality, "start": h.record.start, "end": h.record.end,
                            "caption": h.record.caption, "tags": h.record.tags} for h in hits], indent=2))
         return
-    table = Table("rank", "score", "uri", "tags", title=f"{len(hits)} of {len(store)} images")
+    table = Table("rank", "score", "kind", "uri", "moment", "tags", title=f"{len(hits)} of {len(store)} items")
     for rank, hit in enumerate(hits, 1):
-        table.add_row(str(rank), f"{hit.score:.3f}", hit.record.uri or str(hit.key), ",".join(hit.record.tags))
+        record = hit.record
+        moment = "" if record.start is None or record.modality != "video" else (
+            f"{_clock(record.start)}-{_clock(record.end or record.start)}")
+        table.add_row(str(rank), f"{hit.score:.3f}", record.modality, record.uri or str(hit.key), moment,
+                      ",".join(record.tags))
     out.print(table)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}:{rest:04.1f}"
 
 
 @app.command()
@@ -135,12 +177,28 @@ def info(*, settings: Settings) -> None:
         ("embedding dim", str(model.embedding_dim)),
         ("runtime", f"{settings.runtime} (precision {settings.precision})"),
         ("ONNX export", f"{settings.export_dir()} ({'current' if exported else 'missing: run mmserve export'})"),
+        ("video", f"{settings.video_frames_per_second:g} frame/s, at most {settings.video_max_frames} per video"
+                  + (f", scene cuts at {settings.video_scene_threshold:g}" if settings.video_scene_threshold else "")),
+        ("audio model", _audio_row(settings)),
         ("cpu features", " ".join(cpu_features())),
         ("resample kernels", resample_kernel()),
     ]
     rows += _index_rows(settings.index)
     for name, value in rows:
         out.print(f"{name:<17} {value}")
+
+
+def _audio_row(settings: Settings) -> str:
+    from mmserve.models.audio_info import AudioModelInfo
+
+    audio_dir = settings.audio_dir()
+    if audio_dir is None:
+        return "none (--audio-model-dir: a CLAP checkpoint)"
+    info = AudioModelInfo.from_dir(audio_dir)
+    features = info.features
+    space = "its own space, own text tower" if info.has_text_tower else f"bound to the {info.space!r} space"
+    return (f"{info.family} in {audio_dir} ({space}; {features.sample_rate} Hz, {features.window_seconds:g} s "
+            f"windows, {features.n_mels} mel bins, dim {info.embedding_dim})")
 
 
 def _index_rows(path: Path) -> list[tuple[str, str]]:
@@ -150,6 +208,8 @@ def _index_rows(path: Path) -> list[tuple[str, str]]:
         return [("index", f"{path} (none yet: mmserve index FOLDER)")]
     with open_index(path, view=True) as store:
         storage = getattr(store, "storage", None)
-        return [("index", str(path)), ("index size", f"{len(store)} images"),
+        kinds = ", ".join(f"{n} {modality}" + ("" if space == "main" else f" ({space} space)")
+                          for (modality, space), n in sorted(store.modality_counts().items()))
+        return [("index", str(path)), ("index size", f"{len(store)} items" + (f": {kinds}" if kinds else "")),
                 ("index vectors", f"{store.dim} dimensions" + (f", {storage} storage" if storage else "")),
                 ("index model", store.model or "unknown")]

@@ -40,16 +40,39 @@ async function loadIndexes() {
   if (!data.length) status("this API serves no index: start it with --index NAME=PATH", true);
 }
 
-async function thumbnail(tile, index, key) {
+function clock(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes}:${(seconds - 60 * minutes).toFixed(1).padStart(4, "0")}`;
+}
+
+// The item's source file: an image, a video cued at its moment (a media fragment), or a sound.
+async function thumbnail(tile, index, hit) {
   try {
-    const response = await call(`/v1/indexes/${encodeURIComponent(index)}/items/${key}/image`, { raw: true });
+    const response = await call(`/v1/indexes/${encodeURIComponent(index)}/items/${hit.key}/media`, { raw: true });
     const url = URL.createObjectURL(await response.blob());
     thumbnails.push(url);
-    const img = tile.querySelector(".noimage");
-    const image = new Image();
-    image.alt = img.dataset.alt;
-    image.src = url;
-    img.replaceWith(image);
+    const slot = tile.querySelector(".noimage");
+    let element;
+    if (hit.modality === "video") {
+      element = document.createElement("video");
+      element.src = hit.start != null ? `${url}#t=${hit.start},${hit.end}` : url;
+      element.controls = true;
+      element.muted = true;
+      element.preload = "metadata";
+    } else if (hit.modality === "audio") {
+      element = document.createElement("div");
+      element.className = "sound";
+      const audio = document.createElement("audio");
+      audio.src = url;
+      audio.controls = true;
+      audio.preload = "none";
+      element.append(audio);
+    } else {
+      element = new Image();
+      element.alt = slot.dataset.alt;
+      element.src = url;
+    }
+    slot.replaceWith(element);
   } catch (error) {
     tile.querySelector(".noimage").textContent = "no preview";
   }
@@ -61,14 +84,19 @@ function show(result) {
     const tile = document.createElement("article");
     tile.className = "tile";
     tile.dataset.key = hit.key;
+    tile.dataset.modality = hit.modality;
     const label = hit.caption || (hit.uri || `item ${hit.key}`).split("/").pop();
     tile.innerHTML = `<div class="noimage">loading</div><div class="meta"><span class="score"></span>
-      <div class="caption"></div></div>`;
+      <span class="kind"></span><span class="moment"></span><div class="caption"></div></div>`;
     tile.querySelector(".noimage").dataset.alt = label;
     tile.querySelector(".score").textContent = hit.score.toFixed(3);
+    if (hit.modality !== "image") tile.querySelector(".kind").textContent = hit.modality;
+    if (hit.modality === "video" && hit.start != null) {
+      tile.querySelector(".moment").textContent = `${clock(hit.start)}–${clock(hit.end)}`;
+    }
     tile.querySelector(".caption").textContent = label;
     tile.querySelector(".caption").title = [hit.uri, ...hit.tags].filter(Boolean).join(" · ");
-    thumbnail(tile, result.index, hit.key);
+    thumbnail(tile, result.index, hit);
     return tile;
   });
   $("results").replaceChildren(...tiles);
@@ -81,7 +109,8 @@ async function searchText(event) {
   if (!query) return;
   status("searching...");
   try {
-    show(await call("/v1/search", { method: "POST", body: { query, k: 24, index: $("index").value || null } }));
+    const modality = $("modality").value || null;
+    show(await call("/v1/search", { method: "POST", body: { query, k: 24, modality, index: $("index").value || null } }));
   } catch (error) { status(error.message, true); }
 }
 
@@ -94,18 +123,41 @@ function readAsBase64(file) {
   });
 }
 
+// A dropped video or sound: items like it (its pooled vector), within the chosen modality.
+async function searchMedia(file, kind) {
+  status(`finding what is like this ${kind}...`);
+  const figure = $("query-image");
+  figure.hidden = false;
+  figure.querySelector("img").hidden = true;
+  const preview = document.createElement(kind);
+  preview.src = URL.createObjectURL(file);
+  preview.controls = true;
+  $("query-media").replaceChildren(preview);
+  $("chips").replaceChildren();
+  try {
+    const body = { [kind]: await readAsBase64(file), k: 24, modality: $("modality").value || null,
+                   index: $("index").value || null };
+    show(await call("/v1/search", { method: "POST", body }));
+  } catch (error) { status(error.message, true); }
+}
+
 async function searchImage(file) {
   if (!file) return;
+  const kind = file.type.split("/")[0];
+  if (kind === "video" || kind === "audio") return searchMedia(file, kind);
   status("finding look-alikes...");
   const figure = $("query-image");
   figure.hidden = false;
+  figure.querySelector("img").hidden = false;
   figure.querySelector("img").src = URL.createObjectURL(file);
+  $("query-media").replaceChildren();
   $("chips").replaceChildren();
   try {
     const image = await readAsBase64(file);
     const labels = $("labels").value.split(",").map((s) => s.trim()).filter(Boolean);
     const [hits, tags] = await Promise.all([
-      call("/v1/search", { method: "POST", body: { image, k: 24, index: $("index").value || null } }),
+      call("/v1/search", { method: "POST", body: { image, k: 24, modality: $("modality").value || null,
+                                                   index: $("index").value || null } }),
       labels.length ? call("/v1/classify", { method: "POST", body: { image, labels } }) : null,
     ]);
     show(hits);
