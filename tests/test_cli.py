@@ -84,12 +84,14 @@ def test_demo_runs_every_query_kind_and_finds_the_right_images(bundled_settings,
     result = run_cli("demo", "--workdir", str(tmp_path), "--gallery-size", "200", settings=bundled_settings)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for section in ("text -> image", "image -> image", "image -> text"):
+    for section in ("text -> image", "image -> image", "image -> text", "text -> video moment"):
         assert section in out
     assert len(list((tmp_path / "gallery").glob("*.jpg"))) == 100
     assert len(list((tmp_path / "gallery").glob("*.png"))) == 100
     precision = float(out.split("precision@5 over these queries: ")[1].split()[0])
     assert precision >= 0.6, out
+    moments = out.split("== text -> video moment ==")[1].split("==")[0]
+    assert moments.count(" ok ") >= 2 and "as 32 moments" in moments, out
 
 
 def test_serve_builds_serves_refuses_overload_and_stops_on_ctrl_c(bundled_settings, tmp_path, port_factory):

@@ -3,8 +3,9 @@
 Writes a gallery of real JPEG and PNG files with known content, embeds them
 (through Triton with an `mmserve.Client`, or in-process), indexes them in an
 `mmserve.Index`, then answers text-to-image, image-to-image (index searches)
-and image-to-text queries, checking each hit against the ground truth and
-printing timings.
+and image-to-text queries, then text-to-video-moment queries over videos of
+the same scenes (and, with an audio model, text-to-sound and sound-to-image),
+checking each hit against the ground truth and printing timings.
 """
 
 from __future__ import annotations
@@ -131,7 +132,71 @@ def run_demo(workdir: Path, gallery_size: int, embedder, out=print) -> dict[str,
     timings["image_to_text_top1"] = float(np.mean(top1))
     index.close()
     out(f"top-1 label accuracy on {len(single)} single-object images: {timings['image_to_text_top1']:.2f}")
+    if hasattr(embedder, "embed_videos"):
+        timings |= _video_demo(workdir, embedder, out)
     return timings
+
+
+VIDEO_QUERIES = ("a large blue square", "a large yellow circle", "a large green triangle", "a large red cross")
+
+
+def write_videos(directory: Path, count: int = 4, scenes_per_video: int = 4, seconds_per_scene: float = 2.0,
+                 seed: int = 0) -> list[tuple[Path, list[S.Scene]]]:
+    """Videos (MP4/H.264 and WebM/VP9, alternately) that each show `scenes_per_video` single-object scenes in
+    turn, and what each shows."""
+    from mmserve.dev.videos import write_scene_video
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    combinations = [(c, sh) for c in S.COLORS for sh in S.SHAPES]
+    written = []
+    for i in range(count):
+        picks = rng.choice(len(combinations), scenes_per_video, replace=False)
+        scenes = [S.scene_with([S.SceneObject(combinations[p][0], combinations[p][1], "large", "center")], "white",
+                               seed * 1000 + i * 10 + j) for j, p in enumerate(picks)]
+        path = directory / f"video_{i:02d}.{'mp4' if i % 2 == 0 else 'webm'}"
+        write_scene_video(path, scenes, seconds_per_scene=seconds_per_scene)
+        written.append((path, scenes))
+    return written
+
+
+def _video_demo(workdir: Path, embedder, out) -> dict[str, float]:
+    """Text -> video moment: each query's best moment checked against the scene on screen then."""
+    import shutil
+
+    from mmserve.index import Index
+    from mmserve.search import Search, index_files
+
+    seconds_per_scene = 2.0
+    videos = write_videos(workdir / "videos", seconds_per_scene=seconds_per_scene)
+    # Every query names a scene that one of the videos shows.
+    shown = {S.full_caption(scene).text for _, scenes in videos for scene in scenes}
+    queries = [q for q in VIDEO_QUERIES if any(q.split(" ", 2)[2] in text for text in shown)] or [
+        "a " + next(iter(shown)).split(" ", 1)[1]]
+    out("\n== text -> video moment ==")
+    query_vectors = embedder.embed_texts(queries)
+    t = time.perf_counter()
+    shutil.rmtree(workdir / "video-index", ignore_errors=True)
+    index = Index.create(workdir / "video-index", query_vectors.shape[1])
+    report = index_files(index, embedder, [path for path, _ in videos])
+    seconds = sum(len(scenes) * seconds_per_scene for _, scenes in videos)
+    elapsed = time.perf_counter() - t
+    out(f"indexed {len(videos)} videos ({seconds:.0f} s of MP4 and WebM) as {report.items} moments in "
+        f"{elapsed:.2f} s ({seconds / elapsed:.0f} video seconds/s; {report.skipped} already indexed)")
+    search = Search(embedder, index)
+    by_path = {str(path): scenes for path, scenes in videos}
+    correct = 0
+    for query, vector in zip(queries, query_vectors):
+        hit = search.search_vector(vector, 1, modality="video")[0]
+        scenes = by_path[hit.record.uri or ""]
+        middle = ((hit.record.start or 0.0) + (hit.record.end or 0.0)) / 2
+        scene = scenes[min(int(middle // seconds_per_scene), len(scenes) - 1)]
+        ok = S.caption_matches(_parse_query(query), scene)
+        correct += ok
+        out(f'"{query}": {Path(hit.record.uri or "").name} at {hit.record.start:.0f}-{hit.record.end:.0f} s  '
+            f"{hit.score:.3f}  {'ok ' if ok else 'no '} (on screen: {S.full_caption(scene).text})")
+    index.close()
+    return {"video_moment_accuracy": correct / len(queries), "video_seconds_per_s": seconds / elapsed}
 
 
 def _parse_query(query: str) -> S.CaptionSpec:
