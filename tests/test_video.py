@@ -174,3 +174,28 @@ def test_served_embed_video_matches_in_process(server, local_embedder):
     np.testing.assert_allclose(served.times, local.times, atol=1e-6)
     assert float(served.embedding @ local.embedding) > 0.999
     assert caught.value.index == 1 and caught.value.code == ErrorCode.CORRUPT
+
+
+def test_damaged_streams_fail_alone():
+    """Bit flips, overwritten runs and truncations of real files: each video decodes or gets its own error."""
+    rng = np.random.default_rng(0)
+    frames = [synthetic.render_scene(synthetic.make_scene(i // 10), 96) for i in range(30)]
+    modality = VideoModality(VideoDecoder(GEOMETRY))
+    for container in ("mp4", "webm"):
+        base = np.frombuffer(encode_video(frames, fps=10, container=container), np.uint8)
+        damaged = []
+        for trial in range(60):
+            data = base.copy()
+            if trial % 3 == 0:
+                data[rng.integers(0, len(data), 10)] = rng.integers(0, 256, 10)
+            elif trial % 3 == 1:
+                data = data[: rng.integers(16, len(data))]
+            else:
+                start = rng.integers(0, len(data) - 64)
+                data[start : start + 64] = rng.integers(0, 256, 64)
+            damaged.append(data.tobytes())
+        rows, errors = modality.decode([base.tobytes(), *damaged])
+        refused = {e.index for e in errors}
+        assert 0 not in refused and set(rows["item"].tolist()) == set(range(61)) - refused
+        # Damage in a header can also read as absurd sizes, rates or durations: refused for that, not crashed.
+        assert ErrorCode.INTERNAL not in {e.code for e in errors} and all(e.message for e in errors)

@@ -108,6 +108,9 @@ class VideoDecoder:
                 return self.decode(data)
             except VideoRefusedError as refusal:
                 return ItemError(index, refusal.code, str(refusal))
+            except Exception as error:  # noqa: BLE001 - a stream PyAV trips over fails alone, never the batch
+                return ItemError(index, ErrorCode.CORRUPT, f"cannot decode the video ({type(error).__name__}: "
+                                 f"{error})")
 
         return list(self._pool.map(one, range(len(items)), items))
 
@@ -143,7 +146,7 @@ class VideoDecoder:
             raise VideoRefusedError(ErrorCode.UNSUPPORTED_FORMAT, "the file has no video stream")
         stream = container.streams.video[0]
         context = stream.codec_context
-        if stream.codec is None or context is None:
+        if context is None or context.codec is None:
             raise VideoRefusedError(ErrorCode.UNSUPPORTED_FORMAT, "the video codec is not one FFmpeg decodes here")
         width, height = int(context.width or 0), int(context.height or 0)
         if width <= 0 or height <= 0:
