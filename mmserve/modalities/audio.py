@@ -516,15 +516,17 @@ class AudioModality:
         }, errors
 
     def _windows(self, index: int, item: object) -> tuple[np.ndarray, np.ndarray] | ItemError:
-        """One item's features and window times, or why it is refused (raised on the calling thread otherwise)."""
+        """One item's features and window times, or why it is refused."""
         if not isinstance(item, (bytes, bytearray, memoryview)):
             return ItemError(index, ErrorCode.WRONG_TYPE, f"expected encoded audio bytes, got {type(item).__name__}")
         try:
             waveform = decode_audio(bytes(item), self.config.sample_rate, self.limits)
+            windows, times = split_windows(waveform, self.config)
+            return log_mel(windows, self.config), times
         except InvalidInputError as error:
             return ItemError(index, error.code or ErrorCode.INVALID, str(error))
-        windows, times = split_windows(waveform, self.config)
-        return log_mel(windows, self.config), times
+        except Exception as error:  # noqa: BLE001 - a file a decoder trips over fails alone, never the batch
+            return ItemError(index, ErrorCode.CORRUPT, f"cannot decode the sound ({type(error).__name__}: {error})")
 
     def _no_rows(self) -> Rows:
         return {"features": np.zeros((0, *self.shape), dtype=np.float32), "item": np.zeros(0, dtype=np.int64),
