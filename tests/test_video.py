@@ -199,3 +199,19 @@ def test_damaged_streams_fail_alone():
         assert 0 not in refused and set(rows["item"].tolist()) == set(range(61)) - refused
         # Damage in a header can also read as absurd sizes, rates or durations: refused for that, not crashed.
         assert ErrorCode.INTERNAL not in {e.code for e in errors} and all(e.message for e in errors)
+
+
+def test_async_client_embeds_videos(server):
+    import asyncio
+
+    import mmserve
+
+    data = [color_video(2.0), color_video(3.0, container="webm")]
+
+    async def embed():
+        async with mmserve.AsyncClient(server.grpc_url) as client:
+            return await client.embed_videos(data)
+
+    first, second = asyncio.run(embed())
+    assert first.segments.shape[0] == 2 and second.segments.shape[0] == 3
+    np.testing.assert_allclose(second.times, [[0, 1], [1, 2], [2, 3]], atol=1e-6)
