@@ -35,7 +35,8 @@ $(STAMPS)/deps: $(STAMPS)/system constraints.txt pyproject.toml
 	    numpy pillow regex pydantic pydantic-settings tqdm onnxruntime openvino \
 	    torch transformers safetensors tokenizers sentencepiece onnx onnxscript ftfy pytest hypothesis \
 	    "tritonclient[grpc,http]" usearch typer rich \
-	    fastapi uvicorn uvloop httptools orjson prometheus-client openai selenium av soundfile soxr contourpy cycler fonttools kiwisolver pyparsing python-dateutil ruff mypy
+	    fastapi uvicorn uvloop httptools orjson prometheus-client openai selenium av soundfile soxr \
+	    pymilvus milvus-lite pyarrow kubernetes-validate contourpy cycler fonttools kiwisolver pyparsing python-dateutil ruff mypy
 	# open_clip (and timm, for its SigLIP entries) are references in the parity tests; their declared deps would
 	# pull a CUDA torch and torchvision (which has no CPU build for this torch: see mmserve/dev/checkpoints.py).
 	# scikit-image, scikit-learn: their sample photos feed the image parity tests (matplotlib's too; its
