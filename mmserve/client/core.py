@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from mmserve import errors
 from mmserve.client.options import DEFAULT_URL, ClientOptions
+from mmserve.client.replicas import Replica, ReplicaSet
 from mmserve.modalities import MediaInput, SegmentedEmbedding, encode_file
 from mmserve.modalities.image import ImageInput, ImagePreprocessor, encode_image
 from mmserve.modalities.text import encode_texts
@@ -120,9 +121,10 @@ def _parameters(config: dict) -> dict[str, str]:
 
 
 class Health(BaseModel):
-    live: bool
+    live: bool  # with replicas: any of them
     ready: bool
     models: dict[str, bool]
+    replicas: dict[str, bool] = {}  # URL -> ready, with more than one server
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +146,15 @@ class Request:
 class Face:
     """What both faces of the SDK hold: the options, the request planner, the model summary once fetched."""
 
-    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
-        self.options = ClientOptions(url=url, **options)
+    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, **options: Any) -> None:
+        self.options = ClientOptions(url=url if isinstance(url, str) else ",".join(url), **options)
         self._planner = Planner(self.options)
         self._summary: ModelSummary | None = None
+        self._replicas = ReplicaSet(self.options)
+
+    def replica_status(self) -> dict[str, dict[str, float | int | bool]]:
+        """Per server URL: requests sent and in flight from this client, and whether it is ejected now."""
+        return self._replicas.status()
 
 
 class Planner:
@@ -286,6 +293,18 @@ def retry_delay(options: ClientOptions, raw: Exception, request: Request | None,
     return options.backoff_s * (2**attempt) * (0.5 + random.random())
 
 
+def failover_delay(options: ClientOptions, replicas: ReplicaSet, replica: Replica, raw: Exception,
+                   request: Request | None, attempt: int) -> float:
+    """After `raw` failed on `replica`: seconds to wait before the next attempt (0: at once, on another
+    replica, which the caller then avoids this one for); raises the classified error when it is not worth
+    a retry. An "unavailable" replica is ejected (with more than one)."""
+    if len(replicas) > 1 and isinstance(classify(raw, request), errors.ServerUnavailableError):
+        replicas.eject(replica)
+        if attempt < options.retries and replicas.has_alternative(replica):
+            return 0.0
+    return retry_delay(options, raw, request, attempt)
+
+
 def embeddings(results: list, dim: int) -> np.ndarray:
     if not results:
         return np.zeros((0, dim), dtype=np.float32)
@@ -297,6 +316,16 @@ def progress_bar(requests: list[Request], enabled: bool):
 
     return tqdm(total=sum(len(r.array) for r in requests), disable=not enabled, unit="item", dynamic_ncols=True,
                 leave=False)
+
+
+def combined_health(replicas: ReplicaSet, states: list[Health]) -> Health:
+    """One server's health, or with replicas: live and ready when any is, the models of a ready one."""
+    if len(states) == 1:
+        return states[0]
+    ready = [state for state in states if state.ready]
+    return Health(live=any(state.live for state in states), ready=bool(ready),
+                  models=(ready or states)[0].models,
+                  replicas={replica.url: state.ready for replica, state in zip(replicas.replicas, states)})
 
 
 def ready_or_absent(call) -> bool:

@@ -17,7 +17,8 @@ class ClientOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    url: str = Field(default=DEFAULT_URL, description="grpc://, grpcs:// (TLS), http:// or https:// + HOST:PORT.")
+    url: str = Field(default=DEFAULT_URL, description="grpc://, grpcs:// (TLS), http:// or https:// + HOST:PORT; "
+                     "several replicas comma-separated (the client balances over them).")
     api_key: str | None = Field(
         default_factory=lambda: os.environ.get("MMSERVE_API_KEY") or None,
         description="Sent as 'authorization: Bearer KEY' (default: MMSERVE_API_KEY).", repr=False)
@@ -36,24 +37,39 @@ class ClientOptions(BaseModel):
         default="server", description="'local': decode and resize in this process (C++), send uint8 pixels."
     )
     exact_preprocessing: bool = Field(default=False, description="Local preprocessing: bit-exact Pillow mode.")
+    eject_s: float = Field(default=1.0, gt=0, description="Replicas: how long one that failed 'unavailable' is "
+                           "left out (doubled per further failure, 30 s at most) before a health check re-admits it.")
+    health_interval_s: float = Field(default=1.0, gt=0, description="Replicas: how often each is asked whether it "
+                                     "is ready (only with more than one).")
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
-        split_url(url)
+    def _known_scheme(cls, url: object) -> object:
+        if isinstance(url, (list, tuple)):
+            url = ",".join(str(u) for u in url)
+        if isinstance(url, str):
+            for one in url.split(","):
+                split_url(one.strip())
+            url = ",".join(one.strip() for one in url.split(","))
         return url
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """Each replica's URL (one for a single server)."""
+        return tuple(self.url.split(","))
+
+    @property
     def protocol(self) -> Literal["grpc", "http"]:
-        return split_url(self.url)[0]
+        return split_url(self.urls[0])[0]
 
     @property
     def tls(self) -> bool:
-        return split_url(self.url)[1]
+        return split_url(self.urls[0])[1]
 
     @property
     def address(self) -> str:
-        return split_url(self.url)[2]
+        """HOST:PORT of the (first) server."""
+        return split_url(self.urls[0])[2]
 
     @property
     def headers(self) -> dict[str, str]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from mmserve.client import core
 from mmserve.client.options import DEFAULT_URL
+from mmserve.client.replicas import Replica
 from mmserve.client.transport import Transport
 from mmserve.modalities import MediaInput, SegmentedEmbedding
 from mmserve.modalities.image import ImageInput
@@ -22,14 +23,21 @@ T = TypeVar("T")
 
 
 class Client(core.Face):
-    """Blocking client. Thread-safe: each worker thread keeps its own connection."""
+    """Blocking client. Thread-safe: each worker thread keeps its own connection (per server).
 
-    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+    `url` may name several replicas (a list, or comma-separated): see `mmserve.client.replicas`."""
+
+    def __init__(self, url: str | Sequence[str] = DEFAULT_URL, **options: Any) -> None:
         super().__init__(url, **options)
         self._local = threading.local()
         self._transports: list[Transport] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="mmserve-client")
+        self._stop = threading.Event()
+        self._checker: threading.Thread | None = None
+        if len(self._replicas) > 1:
+            self._checker = threading.Thread(target=self._check_replicas, name="mmserve-health", daemon=True)
+            self._checker.start()
 
     def embed_texts(self, texts: Sequence[str], *, modality: str | None = None, progress: bool = False) -> np.ndarray:
         """L2-normalised float32 `[N, D]`, one row per text; `modality`: embed them as queries for items of it
@@ -57,18 +65,27 @@ class Client(core.Face):
         """Preprocessed uint8 `[N, S, S, 3]` (resized and cropped) straight to the image tower."""
         return self._run(self._planner.pixels(pixels, self.model_summary()), progress)
 
+    def infer(self, model: str, input_name: str, array: np.ndarray, datatype: str,
+              outputs: str | tuple[str, ...] = "embedding"):
+        """One raw inference of any model (with the balancing and retries of every call): `array` with its
+        batch dimension; the output as numpy (a tuple for a tuple of names)."""
+        return self._with_retries(lambda t: t.infer(model, input_name, array, datatype, outputs))
+
     def health(self) -> core.Health:
-        transport = self._transport()
-        try:
-            return core.Health(live=transport.server_live(), ready=transport.server_ready(),
-                          models={name: transport.model_ready(name) for name in core.MODELS})
-        except Exception as error:  # noqa: BLE001 - "not live" when unreachable
-            return core.health_or_down(error)
+        """The server's health; with replicas, live and ready when any is (`replicas`: each one's readiness)."""
+        states = []
+        for replica in self._replicas.replicas:
+            transport = self._transport(replica)
+            try:
+                states.append(core.Health(live=transport.server_live(), ready=transport.server_ready(),
+                                          models={name: transport.model_ready(name) for name in core.MODELS}))
+            except Exception as error:  # noqa: BLE001 - "not live" when unreachable
+                states.append(core.health_or_down(error))
+        return core.combined_health(self._replicas, states)
 
     def model_summary(self) -> core.ModelSummary:
         if self._summary is None:
-            def configs() -> dict[str, dict]:
-                transport = self._transport()
+            def configs(transport: Transport) -> dict[str, dict]:
                 found = {name: transport.model_config(name) for name in core.MODELS}
                 for name in core.OPTIONAL_MODELS:
                     if core.ready_or_absent(lambda n=name: transport.model_ready(n)):
@@ -84,10 +101,14 @@ class Client(core.Face):
         return self.model_summary().scoring
 
     def statistics(self, model: str = "") -> dict:
-        """Triton's inference statistics (per model: counts, batch sizes, queue and compute times)."""
-        return self._transport().statistics(model)
+        """Triton's inference statistics (per model: counts, batch sizes, queue and compute times); with
+        replicas, the first one's (ask a `Client` of one URL for another's)."""
+        return self._transport(self._replicas.replicas[0]).statistics(model)
 
     def close(self) -> None:
+        self._stop.set()
+        if self._checker is not None:
+            self._checker.join(timeout=5)
         self._pool.shutdown(wait=True)
         with self._lock:
             for transport in self._transports:
@@ -100,21 +121,48 @@ class Client(core.Face):
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _transport(self) -> Transport:
-        transport = getattr(self._local, "transport", None)
-        if transport is None:  # one per thread: tritonclient's HTTP client is not thread-safe
-            transport = self._local.transport = Transport(self.options)
+    def _transport(self, replica: Replica) -> Transport:
+        transports = getattr(self._local, "transports", None)
+        if transports is None:
+            transports = self._local.transports = {}
+        transport = transports.get(replica.url)
+        if transport is None:  # one per thread and server: tritonclient's HTTP client is not thread-safe
+            transport = transports[replica.url] = Transport(replica.options)
             with self._lock:
                 self._transports.append(transport)
         return transport
 
-    def _with_retries(self, call: Callable[[], T], request: core.Request | None = None) -> T:
+    def _with_retries(self, call: Callable[[Transport], T], request: core.Request | None = None) -> T:
+        """`call(transport)` on the least busy replica; failures retried (on another replica when one is
+        unavailable) as `core.failover_delay` says."""
+        avoid: list[Replica] = []
         for attempt in itertools.count():
+            replica = self._replicas.acquire(avoid)
             try:
-                return call()
-            except Exception as raw:  # noqa: BLE001 - classified by core.retry_delay
-                time.sleep(core.retry_delay(self.options, raw, request, attempt))
+                result = call(self._transport(replica))
+            except Exception as raw:  # noqa: BLE001 - classified by core.failover_delay
+                self._replicas.release(replica)
+                delay = core.failover_delay(self.options, self._replicas, replica, raw, request, attempt)
+                avoid = [replica]
+                if delay:
+                    time.sleep(delay)
+                continue
+            self._replicas.release(replica)
+            if replica.failures:
+                self._replicas.admit(replica)
+            return result
         raise AssertionError("unreachable")
+
+    def _check_replicas(self) -> None:
+        """Ask every replica whether it is ready, every health_interval_s, until close()."""
+        while not self._stop.wait(self.options.health_interval_s):
+            for replica in self._replicas.replicas:
+                transport = self._transport(replica)
+                try:
+                    ready = bool(transport.server_ready_within(min(2.0, self.options.timeout_s)))
+                except Exception:  # noqa: BLE001 - unreachable, refusing, timing out: not ready
+                    ready = False
+                self._replicas.checked(replica, ready)
 
     def _run(self, requests: list[core.Request], progress: bool) -> np.ndarray:
         return core.embeddings(self._results(requests, progress), self.model_summary().embedding_dim)
@@ -127,11 +175,10 @@ class Client(core.Face):
                  ) -> list:
         bar = core.progress_bar(requests, progress)
 
-        def infer(request: core.Request):
-            return self._transport().infer(request.model, request.input_name, request.array, request.datatype,
-                                           outputs)
+        def infer(transport: Transport, request: core.Request):
+            return transport.infer(request.model, request.input_name, request.array, request.datatype, outputs)
 
-        futures = [self._pool.submit(self._with_retries, lambda r=r: infer(r), r) for r in requests]
+        futures = [self._pool.submit(self._with_retries, lambda t, r=r: infer(t, r), r) for r in requests]
         results = []
         try:
             for future, request in zip(futures, requests):

@@ -70,6 +70,12 @@ class Transport:
     def server_ready(self):
         return self.client.is_server_ready(headers=self._headers)
 
+    def server_ready_within(self, seconds: float):
+        """Readiness with its own deadline (gRPC; HTTP uses the connection's timeouts)."""
+        if self.grpc:
+            return self.client.is_server_ready(headers=self._headers, client_timeout=seconds)
+        return self.client.is_server_ready(headers=self._headers)
+
     def model_ready(self, name: str):
         return self.client.is_model_ready(name, headers=self._headers)
 

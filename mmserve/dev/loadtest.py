@@ -68,30 +68,51 @@ class Payloads:
 
 
 class TritonTarget:
-    """mmserve's endpoints; `options` are the SDK's `ClientOptions` keywords (api_key, ca_cert, ...)."""
+    """mmserve's endpoints; `options` are the SDK's `ClientOptions` keywords (api_key, ca_cert, ...).
+
+    `url` may name several replicas (comma-separated): requests are balanced as the SDK balances them (least
+    outstanding, ejection, health checks) and one that finds its replica unavailable is retried once on
+    another; a single server gets no retries, so refusals count as errors."""
 
     def __init__(self, url: str, name: str = "mmserve", **options) -> None:
         from mmserve.client import ClientOptions
 
         self.options = ClientOptions(url=url, **options)
         self.name, self.protocol = name, self.options.protocol
-        self._transport: Any = None  # a Transport once open
+        self._client: Any = None  # an AsyncClient once open
+        self._transports: list[Any] = []  # one per replica, for the statistics
 
     async def open(self) -> None:
-        from mmserve.client import Transport
+        from mmserve.client import AsyncClient, Transport
 
-        self._transport = Transport(self.options, aio=True, **({} if self.protocol == "grpc" else {"conn_limit": 256}))
+        options = self.options.model_dump(exclude={"url"}) | {"retries": 1 if len(self.options.urls) > 1 else 0}
+        self._client = AsyncClient(self.options.url, http_connections=256, **options)
+        self._transports = [Transport(self.options.model_copy(update={"url": url}), aio=True)
+                            for url in self.options.urls]
 
     async def close(self) -> None:
-        await self._transport.close()
+        await self._client.close()
+        for transport in self._transports:
+            await transport.close()
 
     async def call(self, kind: str, item: bytes | str) -> None:
         data = item if isinstance(item, bytes) else item.encode("utf-8")
         model, name = ("embed_image", "image") if kind == "image" else ("embed_text", "text")
-        await self._transport.infer(model, name, np.array([[data]], dtype=np.object_), "BYTES")
+        await self._client.infer(model, name, np.array([[data]], dtype=np.object_), "BYTES")
 
     async def batch_counts(self) -> dict[str, dict[int, int]]:
-        return batch_counts(await self._transport.statistics())
+        """Executions per batch size, summed over the replicas."""
+        total: dict[str, dict[int, int]] = {}
+        for transport in self._transports:
+            for model, sizes in batch_counts(await transport.statistics()).items():
+                for size, count in sizes.items():
+                    total.setdefault(model, {})[size] = total.setdefault(model, {}).get(size, 0) + count
+        return total
+
+    @property
+    def _transport(self) -> Any:
+        """The first replica's transport (statistics, raw channels)."""
+        return self._transports[0]
 
 
 class RawGrpcTarget(TritonTarget):
