@@ -4,6 +4,7 @@
     search.py    index, search, classify, info   (through a running server; --server, --index)
     bench.py     bench                           (load-test a running server)
     local.py     export, quality, embed-text, embed-image   (in-process, no server)
+    deploy.py    deploy k8s, deploy prometheus-adapter      (manifests for serving past one machine)
 
 Options come from the configuration's fields (`options.py`), so each may also be set as its MMSERVE_*
 variable. Errors print one line and exit 1; usage errors exit 2; Ctrl-C exits 130.
@@ -44,7 +45,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
     """Multimodal (CLIP) embedding server and cross-modal search."""
 
 
-from mmserve.cli import serving, search, api, bench, local  # noqa: E402, F401  # isort: skip  (registers the commands, in this order)
+from mmserve.cli import serving, search, api, bench, local, deploy  # noqa: E402, F401  # isort: skip  (registers the commands, in this order)
 
 
 def main(argv: list[str] | None = None) -> int:
