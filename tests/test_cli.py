@@ -26,7 +26,7 @@ def test_help_lists_every_command():
     section = result.stdout.split("Commands:\n", 1)[1]
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line.split()]
     expected = ["build", "serve", "demo", "index", "search", "classify", "info", "api", "bench", "export", "quality",
-                "embed-text", "embed-image"]
+                "embed-text", "embed-image", "deploy"]
     assert listed == expected
     for command in expected:
         sub = run_cli(command, "--help")
