@@ -9,6 +9,7 @@ access control, supervision) and the model, runtime, limits and client fields.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -181,9 +182,10 @@ class Settings(BaseSettings, BuildOptions, ServeOptions):
     max_audio_bytes: int = Field(default=64 << 20, ge=1, description="Largest encoded sound accepted (64 MiB).")
     max_audio_seconds: float = Field(default=3600.0, gt=0, description="Longest sound accepted (1 h).")
 
-    index: Path = Field(
-        default_factory=lambda: _data_home() / "mmserve" / "index",
-        description="The search index directory (`mmserve index`, `search`, `info`).",
+    index: str = Field(
+        default_factory=lambda: str(_data_home() / "mmserve" / "index"),
+        description="The search index (`mmserve index`, `search`, `info`): a directory (the embedded index), "
+        "milvus://HOST:PORT/COLLECTION (a Milvus server; MMSERVE_MILVUS_TOKEN its token) or FILE.db (milvus-lite).",
     )
     server: str = Field(
         default="grpc://127.0.0.1:8001", description="Where `mmserve index/search/classify` reach the server."
@@ -192,6 +194,16 @@ class Settings(BaseSettings, BuildOptions, ServeOptions):
     ca_cert: Path | None = Field(default=None, description="Clients: CA file that verifies the server's certificate.")
     client_cert: Path | None = Field(default=None, description="Clients: certificate for a mutual-TLS server.")
     client_key: Path | None = Field(default=None, description="Clients: the key of client_cert.")
+
+    @field_validator("index", mode="before")
+    @classmethod
+    def _location(cls, value: object) -> object:
+        """A location stays as given: a URI must keep its `//`, which `Path` would collapse."""
+        if isinstance(value, os.PathLike):
+            from mmserve.index.backend import location_string
+
+            return location_string(value)
+        return value
 
     def export_dir(self) -> Path:
         from mmserve.models.export import weights_fingerprint

@@ -92,6 +92,8 @@ def test_demo_runs_every_query_kind_and_finds_the_right_images(bundled_settings,
     assert precision >= 0.6, out
     moments = out.split("== text -> video moment ==")[1].split("==")[0]
     assert moments.count(" ok ") >= 2 and "as 32 moments" in moments, out
+    sounds = float(out.split("text -> sound precision@3: ")[1].split()[0])
+    assert sounds >= 0.8 and "== sound -> image" in out, out
 
 
 def test_serve_builds_serves_refuses_overload_and_stops_on_ctrl_c(bundled_settings, tmp_path, port_factory):

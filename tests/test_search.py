@@ -43,12 +43,13 @@ def test_cli_indexes_incrementally_and_finds_what_captions_name(server, search_g
 
     result = mmserve_cli("index", *map(str, first_half), server=server, index=index)
     assert result.returncode == 0, result.stderr
-    assert f"{len(first_half)} added, 0 already indexed, 0 failed" in result.stdout
+    assert f"{len(first_half)} files added ({len(first_half)} items), 0 already indexed, 0 failed" in result.stdout
 
     result = mmserve_cli("index", str(directory), str(tmp_path / "extra"), "--tag", "gallery",
                          server=server, index=index)
     assert result.returncode == 0, result.stderr
-    assert f"{2000 - len(first_half)} added, {len(first_half)} already indexed, 2 failed" in result.stdout
+    half = 2000 - len(first_half)
+    assert f"{half} files added ({half} items), {len(first_half)} already indexed, 2 failed" in result.stdout
     assert "broken.jpg" in result.stderr and "empty.png" in result.stderr
 
     precision = []
@@ -69,10 +70,10 @@ def test_cli_indexes_incrementally_and_finds_what_captions_name(server, search_g
                        index=index).returncode == 0
 
     result = mmserve_cli("search", "a red circle", "-k", "3", server=server, index=index)
-    assert result.returncode == 0 and "of 2000 images" in result.stdout  # the rich table
+    assert result.returncode == 0 and "of 2000 items" in result.stdout  # the rich table
 
     result = mmserve_cli("info", server=server, index=index)
-    assert "2000 images" in result.stdout and "128 dimensions, f16 storage" in result.stdout
+    assert "2000 items: 2000 image" in result.stdout and "128 dimensions, f16 storage" in result.stdout
 
 
 def test_classify_and_rank_pick_the_true_description(server, search_gallery, tmp_path):

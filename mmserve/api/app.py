@@ -1,6 +1,6 @@
 """The HTTP API: an ASGI app (FastAPI on uvicorn) in front of Triton, calling it over gRPC through the async SDK.
 
-    app = create_app(ApiSettings(server="grpc://127.0.0.1:8001", indexes={"photos": Path("photos.index")}))
+    app = create_app(ApiSettings(server="grpc://127.0.0.1:8001", indexes={"photos": "photos.index"}))
 
 Routes (README, HTTP API): `POST /v1/embeddings` (OpenAI's schema), `POST /v1/search`, `POST /v1/classify`,
 `POST /v1/rank`, `GET /v1/indexes`, `POST /v1/indexes/{name}/items`, `DELETE /v1/indexes/{name}/items/{key}`,
@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import hmac
 import mimetypes
+import os
 import re
 import time
 import urllib.parse
@@ -36,7 +37,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmserve.api import schemas
@@ -62,7 +63,8 @@ IMAGE_URL = re.compile(r"https?://\S+", re.IGNORECASE)
 
 class ApiSettings(BaseModel):
     server: str = Field(default="grpc://127.0.0.1:8001", description="The Triton (or front door) gRPC URL.")
-    indexes: dict[str, Path] = Field(default_factory=dict, description="Search indexes by name.")
+    indexes: dict[str, str] = Field(default_factory=dict, description="Search indexes by name: directories, "
+                                    "milvus://HOST:PORT/COLLECTION or FILE.db locations.")
     api_keys: tuple[str, ...] = Field(default=(), description="Keys clients must send (Bearer); none: open.")
     server_api_key: str | None = Field(default=None, description="The key this API sends to the server.")
     client_options: dict[str, Any] = Field(default_factory=dict, description="More mmserve.AsyncClient options.")
@@ -75,6 +77,18 @@ class ApiSettings(BaseModel):
     max_k: int = Field(default=1000, ge=1)
     max_fetch_bytes: int = Field(default=16 << 20, ge=1)
     coalesce_items: int = Field(default=256, ge=1, description="Most items one shared server call carries.")
+
+
+    @field_validator("indexes", mode="before")
+    @classmethod
+    def _locations(cls, value: object) -> object:
+        """Paths as strings (a URI keeps its `//`, which `Path` would collapse)."""
+        if isinstance(value, dict):
+            from mmserve.index.backend import location_string
+
+            return {name: location_string(where) if isinstance(where, (str, os.PathLike)) else where
+                    for name, where in value.items()}
+        return value
 
 
 class ApiError(Exception):
@@ -93,19 +107,27 @@ def error_body(status: int, message: str, type: str, code: str | None = None, pa
 
 
 class Collection:
-    """One named index: searches run on a read-only view; adds and removes take the writer lock, save
-    atomically (a new generation), and swap in a fresh view."""
+    """One named index. Embedded: searches run on a read-only view; adds and removes take the writer lock, save
+    atomically (a new generation), and swap in a fresh view. Milvus: one open index (one client) serves both,
+    its writes saved (sent and published) before they are answered."""
 
-    def __init__(self, name: str, path: Path) -> None:
-        self.name, self.path = name, path
+    def __init__(self, name: str, location: str) -> None:
+        from mmserve.index.backend import is_milvus_location
+
+        self.name, self.location = name, location
         self._lock = asyncio.Lock()
         self._view: Any = None
+        self._shared = is_milvus_location(location)
         self._reload()
 
     def _reload(self) -> None:
         from mmserve.index import index_exists, open_index
 
-        old, self._view = self._view, open_index(self.path, view=True) if index_exists(self.path) else None
+        if self._shared:
+            if self._view is None and index_exists(self.location):
+                self._view = open_index(self.location)
+            return
+        old, self._view = self._view, open_index(self.location, view=True) if index_exists(self.location) else None
         if old is not None:
             old.close()
 
@@ -136,7 +158,16 @@ class Collection:
         from mmserve.index import open_index
 
         def write() -> list[int]:
-            with open_index(self.path, vectors.shape[1]) as index:
+            if self._shared:
+                if self._view is None:
+                    self._view = open_index(self.location, vectors.shape[1])
+                elif self._view.dim != vectors.shape[1]:
+                    raise ValueError(f"{self.location} holds {self._view.dim}-dimensional vectors; the model gives "
+                                     f"{vectors.shape[1]}")
+                keys = self._view.add(vectors, metadata)
+                self._view.save()
+                return [int(key) for key in keys]
+            with open_index(self.location, vectors.shape[1]) as index:
                 keys = index.add(vectors, metadata)
                 index.save()
             return [int(key) for key in keys]
@@ -152,7 +183,12 @@ class Collection:
         self.view()
 
         def write() -> bool:
-            with open_index(self.path) as index:
+            if self._shared:
+                removed = self._view.remove([key]) > 0
+                if removed:
+                    self._view.save()
+                return removed
+            with open_index(self.location) as index:
                 removed = index.remove([key]) > 0
                 if removed:
                     index.save()
@@ -286,7 +322,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     state: dict[str, Any] = {}
     metrics = Metrics()
-    collections = {name: Collection(name, Path(path)) for name, path in settings.indexes.items()}
+    collections = {name: Collection(name, location) for name, location in settings.indexes.items()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -397,7 +433,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     def collection(name: str | None) -> Collection:
         if not collections:
-            raise ApiError(404, "this API serves no index (start it with --index NAME=PATH)", code="no_index")
+            raise ApiError(404, "this API serves no index (start it with --index NAME=LOCATION)", code="no_index")
         if name is None:
             return next(iter(collections.values()))
         if name not in collections:

@@ -3,6 +3,7 @@ page, in front of a running server."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,18 +14,20 @@ from mmserve.cli.options import config_options
 from mmserve.config import Settings
 
 
-def parse_indexes(values: list[str] | None, default: Path) -> dict[str, Path]:
-    """`NAME=PATH` pairs (a bare PATH is named after its folder); none given: the default index as "default"."""
+def parse_indexes(values: list[str] | None, default: str) -> dict[str, str]:
+    """`NAME=LOCATION` pairs (a bare LOCATION is named after its folder, file or collection); none given: the
+    default index as "default". A location is a path or a Milvus URI (kept as given)."""
     if not values:
         return {"default": default}
-    indexes: dict[str, Path] = {}
+    indexes: dict[str, str] = {}
     for value in values:
-        name, sep, path = value.partition("=")
-        if not sep:
-            name, path = Path(value).name or "default", value
+        name, sep, location = value.partition("=")
+        if not sep or "://" in name:
+            location = value
+            name = re.split(r"[/#]", location.rstrip("/"))[-1].removesuffix(".db") or "default"
         if not name or name in indexes:
-            raise ValueError(f"--index {value!r}: each index needs a distinct NAME (NAME=PATH)")
-        indexes[name] = Path(path).expanduser()
+            raise ValueError(f"--index {value!r}: each index needs a distinct NAME (NAME=LOCATION)")
+        indexes[name] = location if "://" in location else str(Path(location).expanduser())
     return indexes
 
 
@@ -32,7 +35,8 @@ def parse_indexes(values: list[str] | None, default: Path) -> dict[str, Path]:
 @config_options("server", "api_keys", "api_key_file", "ca_cert", "client_cert", "client_key")
 def api(
     index: Annotated[Optional[list[str]], typer.Option(
-        "--index", help="A search index as NAME=PATH (repeatable; default: the configured index).")] = None,
+        "--index", help="A search index as NAME=LOCATION: a directory, milvus://HOST:PORT/COLLECTION or FILE.db "
+        "(repeatable; default: the configured index).")] = None,
     host: Annotated[str, typer.Option(help="Where the API listens (0.0.0.0: everywhere).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="The API's port.")] = 8080,
     image_root: Annotated[Optional[list[Path]], typer.Option(

@@ -1,4 +1,4 @@
-"""index, search, classify, info: the index and cross-modal queries through a running server."""
+"""index, index migrate, search, classify, info: the index and cross-modal queries through a running server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from mmserve.cli import app, err, out
 from mmserve.cli.options import CLIENT, MODEL, config_options
@@ -21,14 +22,30 @@ def connect(settings: Settings):
     return mmserve.Client(settings.server, batch_size=settings.batch_size, **settings.client_options())
 
 
-@app.command("index")
+# `mmserve index migrate SRC DST` beside `mmserve index PATHS...`: a command group would take the first path for
+# a subcommand's name (and list `index` after every plain command), so `index` stays a command whose first
+# argument "migrate" hands the rest to the migrate command (a folder named migrate: `mmserve index ./migrate`).
+_migrate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+
+
+class _IndexCommand(TyperCommand):
+    def make_context(self, info_name, args, parent=None, **extra):
+        if args and args[0] == "migrate":
+            migrate = typer.main.get_command(_migrate_app)
+            return migrate.make_context(f"{info_name} migrate", list(args[1:]), parent=parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+@app.command("index", cls=_IndexCommand, epilog="mmserve index migrate SRC DST copies an index into another "
+             "(any two backends); see mmserve index migrate --help.")
 @config_options("index", *CLIENT, "batch_size")
 def index_command(
     paths: Annotated[list[Path], typer.Argument(help="Image, video and sound files and folders (walked "
                                                 "recursively; by suffix: .jpg .png, .mp4 .webm .mov .mkv, .wav "
                                                 ".flac .ogg .opus .mp3).")],
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Tag every added file (repeatable).")] = None,
-    storage: Annotated[str, typer.Option(help="Vector storage of a new index: f16 or i8.")] = "f16",
+    storage: Annotated[str, typer.Option(help="Vector storage of a new index: f16 or i8 (embedded), f16 or f32 "
+                                         "(Milvus).")] = "f16",
     modality: Annotated[Optional[list[str]], typer.Option(
         "--modality", help="Index only these: image, video, audio (repeatable; default: all three).")] = None,
     *, settings: Settings,
@@ -63,10 +80,75 @@ def index_command(
                 store.save()
                 err.print(f"interrupted: {len(store)} images are indexed and saved; run again to resume")
                 raise
+            size = len(store)
     out.print(f"{report.added} files added ({report.items} items), {report.skipped} already indexed, "
-              f"{len(report.failed)} failed; {len(store)} items in {settings.index}")
+              f"{len(report.failed)} failed; {size} items in {settings.index}")
     for path, reason in report.failed:
         err.print(f"  failed: {path}: {reason}")
+
+
+@_migrate_app.command()
+def migrate(
+    source: Annotated[str, typer.Argument(help="The index to copy: a directory, milvus://HOST:PORT/COLLECTION "
+                                          "(http://, https://) or FILE.db[#COLLECTION] (milvus-lite).")],
+    destination: Annotated[str, typer.Argument(help="Where to copy it, any of the same kinds: new or empty "
+                                               "(unless --append).")],
+    append: Annotated[bool, typer.Option("--append", help="Add to a destination that holds items already (under "
+                                         "new keys).")] = False,
+    storage: Annotated[Optional[str], typer.Option(help="Vector storage of a new destination: f16 or i8 "
+                                                   "(embedded), f32 or f16 (Milvus); default: the source's where the "
+                                                   "destination has it, else f16 (embedded) or f32 (Milvus).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items read and written per step.", min=1)] = 1024,
+) -> None:
+    """Copy every item (vector, metadata, times) from one index into another, between any two backends.
+
+    Keys are kept (a new or empty destination; with --append the items get new keys), vectors are copied as
+    stored, and the destination's count is checked at the end. The source is only read.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mmserve.index import index_exists, open_index
+    from mmserve.index.backend import is_milvus_location
+
+    if Path(source).expanduser().resolve() == Path(destination).expanduser().resolve():
+        raise typer.BadParameter("the source and the destination are the same index")
+    with open_index(source, view=True) as origin:
+        total = len(origin)
+        target_is_milvus = is_milvus_location(destination)
+        if index_exists(destination):
+            target = open_index(destination)
+            if target.dim != origin.dim:
+                target.close()
+                raise ValueError(f"{destination} holds {target.dim}-dimensional vectors, {source} {origin.dim}")
+            if len(target) and not append:
+                target.close()
+                raise ValueError(f"{destination} holds {len(target)} items already: give --append to add to them")
+        else:
+            choices = ("f32", "f16") if target_is_milvus else ("f16", "i8")
+            kept = getattr(origin, "storage", None)
+            wanted = storage or (kept if kept in choices else choices[0])
+            if wanted not in choices:
+                raise typer.BadParameter(f"{wanted!r}: a new {'Milvus' if target_is_milvus else 'embedded'} index "
+                                         f"stores {' or '.join(choices)}", param_hint="--storage")
+            target = open_index(destination, origin.dim, storage=wanted, model=origin.model)
+        with target, Progress(TextColumn("migrating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                              console=err, transient=True) as bar:
+            before = len(target)
+            task = bar.add_task("items", total=total)
+            copied = 0
+            for vectors, records in origin.items(batch_size):
+                target.restore(vectors, records, keep_keys=not append)
+                copied += len(records)
+                bar.advance(task, len(records))
+            target.save()
+            after = len(target)
+            kinds = ", ".join(f"{n} {modality}" + ("" if space == "main" else f" ({space} space)")
+                              for (modality, space), n in sorted(target.modality_counts().items()))
+    if copied != total or after != before + copied:
+        raise ValueError(f"migration incomplete: {copied} of {total} items read, {after - before} arrived in "
+                         f"{destination}")
+    out.print(f"{copied} items copied from {source} to {destination}; it holds {after}" +
+              (f": {kinds}" if kinds else ""))
 
 
 @app.command()
@@ -111,12 +193,13 @@ def search(
         except ValueError as error:  # a modality without items in the query's space, an unknown modality
             err.print(f"search refused: {error}")
             raise typer.Exit(2) from None
+        size = len(store)
     if as_json:
         print(json.dumps([{"key": h.key, "score": round(h.score, 6), "uri": h.record.uri,
                            "modality": h.record.modality, "start": h.record.start, "end": h.record.end,
                            "caption": h.record.caption, "tags": h.record.tags} for h in hits], indent=2))
         return
-    table = Table("rank", "score", "kind", "uri", "moment", "tags", title=f"{len(hits)} of {len(store)} items")
+    table = Table("rank", "score", "kind", "uri", "moment", "tags", title=f"{len(hits)} of {size} items")
     for rank, hit in enumerate(hits, 1):
         record = hit.record
         moment = "" if record.start is None or record.modality != "video" else (
@@ -201,15 +284,17 @@ def _audio_row(settings: Settings) -> str:
             f"windows, {features.n_mels} mel bins, dim {info.embedding_dim})")
 
 
-def _index_rows(path: Path) -> list[tuple[str, str]]:
+def _index_rows(location: str) -> list[tuple[str, str]]:
     from mmserve.index import index_exists, open_index
 
-    if not index_exists(path):
-        return [("index", f"{path} (none yet: mmserve index FOLDER)")]
-    with open_index(path, view=True) as store:
+    if not index_exists(location):
+        return [("index", f"{location} (none yet: mmserve index FOLDER)")]
+    with open_index(location, view=True) as store:
         storage = getattr(store, "storage", None)
+        server = getattr(store, "server", None)
         kinds = ", ".join(f"{n} {modality}" + ("" if space == "main" else f" ({space} space)")
                           for (modality, space), n in sorted(store.modality_counts().items()))
-        return [("index", str(path)), ("index size", f"{len(store)} items" + (f": {kinds}" if kinds else "")),
+        return [("index", location + (f" (Milvus, {server})" if server else "")),
+                ("index size", f"{len(store)} items" + (f": {kinds}" if kinds else "")),
                 ("index vectors", f"{store.dim} dimensions" + (f", {storage} storage" if storage else "")),
                 ("index model", store.model or "unknown")]

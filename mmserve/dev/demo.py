@@ -134,7 +134,81 @@ def run_demo(workdir: Path, gallery_size: int, embedder, out=print) -> dict[str,
     out(f"top-1 label accuracy on {len(single)} single-object images: {timings['image_to_text_top1']:.2f}")
     if hasattr(embedder, "embed_videos"):
         timings |= _video_demo(workdir, embedder, out)
+    if hasattr(embedder, "embed_audio") and _has_audio(embedder):
+        timings |= _audio_demo(workdir, embedder, gallery, items, out)
     return timings
+
+
+SOUND_QUERIES = ("a red circle", "a small blue triangle", "a large cross", "a square on a white background")
+
+
+def _sound_words(sound) -> str:
+    a = sound.attributes
+    return f"{a.pitch} {a.timbre}, {a.rhythm}, {a.noise} noise"
+
+
+def _has_audio(embedder) -> bool:
+    summary = getattr(embedder, "model_summary", None)
+    if summary is not None:
+        return "audio" in summary().spaces
+    return getattr(embedder, "settings", None) is not None and embedder.settings.audio_dir() is not None
+
+
+def _audio_demo(workdir: Path, embedder, gallery: np.ndarray, items: list[GalleryItem], out) -> dict[str, float]:
+    """Text -> sound and sound -> image with the bundled audio tower, checked against the generated truth: a
+    sound's attributes are bound to caption words (pitch -> color, timbre -> shape, rhythm -> size, noise ->
+    background; `mmserve.dev.sounds`)."""
+    import shutil
+
+    from mmserve.dev import sounds as A
+    from mmserve.index import Index
+    from mmserve.search import Search, index_files
+
+    directory = workdir / "sounds"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    generated = A.heldout_sounds(1, start=5000)[::3]  # 96 sounds, every attribute value several times
+    for i, sound in enumerate(generated):
+        A.write_wav(sound, directory / f"sound_{i:03d}.wav")
+    space = embedder.space_of("audio")
+    out(f"\n== text -> sound ({space} space: the bundled audio tower, bound to the image-text space) ==")
+    t = time.perf_counter()
+    shutil.rmtree(workdir / "sound-index", ignore_errors=True)
+    index = Index.create(workdir / "sound-index", gallery.shape[1])
+    report = index_files(index, embedder, sorted(directory.glob("*.wav")))
+    seconds = sum(len(sound.samples) / sound.sample_rate for sound in generated)
+    elapsed = time.perf_counter() - t
+    out(f"indexed {report.added} WAV files ({seconds:.0f} s of sound) in {elapsed:.2f} s "
+        f"({seconds / elapsed:.0f} audio seconds/s)")
+    by_uri = {str((directory / f"sound_{i:03d}.wav").resolve()): sound for i, sound in enumerate(generated)}
+    search = Search(embedder, index)
+    hits_ok, shown = 0, 0
+    for query in SOUND_QUERIES:
+        caption = _parse_query(query) if "background" not in query else A.caption_naming(
+            {"shape": query.split()[1], "background": query.split()[-2]})
+        found = search.search_text(query, 3, modality="audio")
+        marks = [A.caption_matches_sound(caption, by_uri[hit.record.uri or ""]) for hit in found]
+        relevant = sum(A.caption_matches_sound(caption, sound) for sound in generated)
+        hits_ok += sum(marks[: min(3, relevant)])  # of the sounds that match, at most 3 per query
+        shown += min(3, relevant)
+        out(f'"{query}" ({relevant} matching sounds): ' + "  ".join(f"{Path(hit.record.uri or '').name} {hit.score:.3f} {'ok' if ok else 'no'}"
+                                       f" ({_sound_words(by_uri[hit.record.uri or ''])})"
+                                       for hit, ok in zip(found, marks)))
+    out("\n== sound -> image (the gallery; the image shares the sound's bound color, shape and size) ==")
+    vectors = embedder.embed_audio([directory / f"sound_{i:03d}.wav" for i in range(4)])
+    shares = []
+    for i, embedded in enumerate(vectors):
+        words = generated[i].attributes.words()
+        best = int(np.argmax(gallery @ embedded.embedding))
+        obj = items[best].scene.objects[0]
+        same = [a for a in ("color", "shape", "size") if obj.attribute(a) == words[a]]
+        shares.append(len(same))
+        out(f"sound_{i:03d}.wav ({_sound_words(generated[i])}): {items[best].path.name} "
+            f"({items[best].description}); shares {', '.join(same) or 'nothing'}")
+    index.close()
+    out(f"text -> sound precision@3: {hits_ok / max(shown, 1):.2f} (of the sounds that match, at most 3 per query)")
+    return {"text_to_sound_precision_at_3": hits_ok / max(shown, 1),
+            "sound_to_image_shared_attributes": float(np.mean(shares)), "audio_seconds_per_s": seconds / elapsed}
 
 
 VIDEO_QUERIES = ("a large blue square", "a large yellow circle", "a large green triangle", "a large red cross")

@@ -19,12 +19,13 @@ writer at a time (an exclusive lock on INDEX/LOCK); any number of read-only
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mmserve.index.ann import Hnsw
+from mmserve.index.backend import normalised_rows, stored_rows
 from mmserve.index.exact import Storage, VectorMatrix
 from mmserve.index.generations import Generations
 from mmserve.index.metadata import MetadataStore
@@ -147,6 +148,30 @@ class Index:
         self._dirty = True
         return keys
 
+    def restore(self, vectors: np.ndarray, records: Sequence[Record], *, keep_keys: bool = True) -> np.ndarray:
+        """Items as another index held them (`items()`): vectors as given (already unit length), the records'
+        metadata and times, under their keys (`keep_keys`: ascending, from the next key on) or new ones."""
+        self._writable()
+        vectors = stored_rows(vectors, self.dim)
+        if len(records) != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors but {len(records)} records")
+        start = int(self._manifest["next_key"])
+        if keep_keys:
+            keys = np.array([record.key for record in records], dtype=np.int64)
+            if len(keys) and (keys[0] < start or (np.diff(keys) <= 0).any()):
+                raise ValueError(f"{self.path}: restored keys must ascend from {start}, the next key this index "
+                                 "hands out (keys are never reused): restore into a new index, or with new keys")
+        else:
+            keys = np.arange(start, start + len(vectors), dtype=np.int64)
+        if len(keys) == 0:
+            return keys
+        self.ann.add(keys, vectors)
+        self.matrix.append(keys, vectors)
+        self.metadata.add(keys, records)
+        self._manifest["next_key"] = int(keys[-1]) + 1
+        self._dirty = True
+        return keys
+
     def remove(self, keys: Iterable[int]) -> int:
         """Remove these keys (unknown keys are ignored); returns how many were removed."""
         self._writable()
@@ -217,6 +242,17 @@ class Index:
         """content hash -> key, for the hashes already indexed."""
         return self.metadata.find_hashes(hashes)
 
+    def items(self, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, list[Record]]]:
+        """Every item in key order, `batch_size` at a time: float32 vectors as stored (float16 widened, int8
+        times its row's scale) and records."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        keys = self.keys()
+        for start in range(0, len(keys), batch_size):
+            chunk = [int(key) for key in keys[start : start + batch_size]]
+            records = self.metadata.records(chunk)
+            yield self.matrix.decoded(start, start + len(chunk)), [records[key] for key in chunk]
+
     def tags(self) -> dict[str, int]:
         return self.metadata.tags()
 
@@ -261,17 +297,7 @@ class Index:
     # -- internals -----------------------------------------------------------------------------------------
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim == 1:
-            vectors = vectors.reshape(1, -1)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"vectors must be [N, {self.dim}], got {list(vectors.shape)}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or infinity")
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError("zero vectors have no direction")
-        return np.ascontiguousarray(vectors / norms)
+        return normalised_rows(vectors, self.dim)
 
     def _writable(self) -> None:
         if self.read_only:

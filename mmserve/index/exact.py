@@ -88,6 +88,12 @@ class VectorMatrix:
         row = int(np.searchsorted(keys, key))
         return row if row < len(keys) and keys[row] == key else None
 
+    def decoded(self, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` as float32 (int8 rows times their scales)."""
+        rows = self._rows
+        vectors = np.asarray(rows.vectors[start:stop], dtype=np.float32)
+        return vectors if rows.scales is None else vectors * rows.scales[start:stop, None]
+
     def rows_of(self, keys: np.ndarray | Sequence[int]) -> np.ndarray:
         """Sorted row numbers of these (present) keys."""
         rows = np.searchsorted(self.keys, np.asarray(keys, dtype=np.int64))

@@ -77,11 +77,13 @@ class MetadataStore:
         self._db.close()
 
     def add(self, keys: Iterable[int], metadata: Sequence[ItemMetadata]) -> None:
+        """Items added now, or (`Record`s, restored from another index) at their own times."""
         now = time.time()
         with self._db:
             self._db.executemany(
                 f"INSERT INTO items({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(int(k), d.uri, d.content_hash, d.caption, now, now, d.modality, d.space, d.start, d.end)
+                [(int(k), d.uri, d.content_hash, d.caption, *((d.created, d.updated) if isinstance(d, Record)
+                                                              else (now, now)), d.modality, d.space, d.start, d.end)
                  for k, d in zip(keys, metadata)],
             )
             self._db.executemany("INSERT OR IGNORE INTO tags(key, tag) VALUES (?, ?)",
