@@ -187,3 +187,24 @@ def test_local_embedder_matches_the_server(client, clap_settings):
     texts = ["a bird singing", "an engine"]
     np.testing.assert_allclose(local.embed_texts(texts, modality="audio"), client.embed_texts(texts, modality="audio"),
                                atol=1e-5)
+
+
+def test_bundled_audio_tower_is_served_in_the_main_space(server, local_embedder, tmp_path):
+    """The bundled model's audio tower: served as embed_audio in the image-text space, the same vectors as
+    in-process, and a text through the one text tower finds the sound its words are bound to."""
+    import mmserve
+    from mmserve.dev import sounds as A
+
+    low_sine = A.sound_with(A.SoundAttributes("very_low", "sine", "continuous", "none"), seed=91_001)
+    high_bell = A.sound_with(A.SoundAttributes("very_high", "bell", "fast", "white"), seed=91_002)
+    files = [A.write_wav(sound, tmp_path / f"{name}.wav") for name, sound in (("sine", low_sine), ("bell", high_bell))]
+    with mmserve.Client(server.grpc_url) as client:
+        summary = client.model_summary()
+        assert summary.spaces["audio"] == "main" and summary.audio_family == "bound"
+        served = client.embed_audio(files)
+        texts = client.embed_texts(["a large red circle on a black background", "a small purple cross"])
+    local = local_embedder.embed_audio(files)
+    for remote, here in zip(served, local):
+        assert float(remote.embedding @ here.embedding) > 0.999
+    scores = texts @ np.stack([s.embedding for s in served]).T
+    assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0], scores
