@@ -138,15 +138,7 @@ class Index:
         if len(records) != len(vectors):
             raise ValueError(f"{len(vectors)} vectors but {len(records)} metadata entries")
         start = int(self._manifest["next_key"])
-        keys = np.arange(start, start + len(vectors), dtype=np.int64)
-        if len(keys) == 0:
-            return keys
-        self.ann.add(keys, vectors)
-        self.matrix.append(keys, vectors)
-        self.metadata.add(keys, records)
-        self._manifest["next_key"] = start + len(keys)
-        self._dirty = True
-        return keys
+        return self._append(np.arange(start, start + len(vectors), dtype=np.int64), vectors, records)
 
     def restore(self, vectors: np.ndarray, records: Sequence[Record], *, keep_keys: bool = True) -> np.ndarray:
         """Items as another index held them (`items()`): vectors as given (already unit length), the records'
@@ -163,6 +155,10 @@ class Index:
                                  "hands out (keys are never reused): restore into a new index, or with new keys")
         else:
             keys = np.arange(start, start + len(vectors), dtype=np.int64)
+        return self._append(keys, vectors, records)
+
+    def _append(self, keys: np.ndarray, vectors: np.ndarray, records: Sequence[ItemMetadata]) -> np.ndarray:
+        """Store unit `vectors` with their records under `keys` (ascending, from the next key on)."""
         if len(keys) == 0:
             return keys
         self.ann.add(keys, vectors)

@@ -90,6 +90,18 @@ def load_modality(model: ModelArgs) -> Modality:
     raise ValueError(f"unknown modality {kind!r}")
 
 
+def load_modality_and_tower(model: ModelArgs, warm_up_batch: int | None = None):
+    """The model's modality and its tower (the runtime, threads and precision of its parameters), warmed up on
+    every shape class up to `warm_up_batch` (default: the model's max_batch_size) before Triton calls it ready."""
+    from mmserve.runtimes import load_tower
+
+    modality = load_modality(model)
+    tower = load_tower(model.version_dir / model.parameter("onnx_file"), model.parameter("runtime"),
+                       model.int_parameter("threads", 0) or None, model.parameter("precision"))
+    tower.warm_up(modality.warm_up_batches(warm_up_batch or model.max_batch_size))
+    return modality, tower
+
+
 def invalid_input(pb_utils, errors: list[ItemError]):
     """A per-request error that clients see as INVALID_ARGUMENT (gRPC) / 400 (HTTP), its message the
     JSON list of refused items (`mmserve.errors.to_wire`)."""

@@ -20,17 +20,12 @@ import triton_python_backend_utils as pb_utils
 
 from mmserve.errors import ErrorCode, ItemError
 from mmserve.modalities import Rows, count
-from mmserve.runtimes import load_tower
-from mmserve.serving.triton.models import ModelArgs, decode_requests, invalid_input, load_modality
+from mmserve.serving.triton.models import ModelArgs, decode_requests, invalid_input, load_modality_and_tower
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        model = ModelArgs(args)
-        self.modality = load_modality(model)
-        self.tower = load_tower(model.version_dir / model.parameter("onnx_file"), model.parameter("runtime"),
-                                model.int_parameter("threads", 0) or None, model.parameter("precision"))
-        self.tower.warm_up(self.modality.warm_up_batches(model.max_batch_size))
+        self.modality, self.tower = load_modality_and_tower(ModelArgs(args))
 
     def execute(self, requests):
         modality = self.modality

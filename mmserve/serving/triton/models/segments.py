@@ -25,18 +25,14 @@ import triton_python_backend_utils as pb_utils
 
 from mmserve.errors import ErrorCode, ItemError
 from mmserve.modalities import pool_segments
-from mmserve.runtimes import load_tower
-from mmserve.serving.triton.models import ModelArgs, invalid_input, load_modality
+from mmserve.serving.triton.models import ModelArgs, invalid_input, load_modality_and_tower
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         model = ModelArgs(args)
-        self.modality = load_modality(model)
-        self.tower = load_tower(model.version_dir / model.parameter("onnx_file"), model.parameter("runtime"),
-                                model.int_parameter("threads", 0) or None, model.parameter("precision"))
         self.tower_batch_size = model.int_parameter("tower_batch_size", 32)
-        self.tower.warm_up(self.modality.warm_up_batches(self.tower_batch_size))
+        self.modality, self.tower = load_modality_and_tower(model, self.tower_batch_size)
 
     def execute(self, requests):
         modality = self.modality
